@@ -1,0 +1,1 @@
+//! A newc cpio writer and the guest image builder. (OWNER: helper B)

@@ -1,0 +1,1 @@
+//! Boot QEMU, stream and judge the serial console. (OWNER: helper C)
