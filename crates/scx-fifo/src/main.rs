@@ -1,1 +1,111 @@
-fn main() {}
+//! scx-fifo: a first-in, first-out sched_ext scheduler whose policy runs in user space.
+//!
+//! Every task that wants a CPU arrives here as a `QueuedTask`. We hand it straight back: to
+//! the idle CPU the kernel found for it, or else to whichever CPU frees up first. That is the
+//! whole policy; everything else is start-up, statistics and a clean exit.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use scx_userland::{BpfScheduler, DispatchedTask, Waker, RL_CPU_ANY};
+
+/// A FIFO sched_ext scheduler running in user space (needs root and a sched_ext kernel).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Time slice given to each task, in microseconds.
+    #[arg(long, default_value_t = 5000)]
+    slice_us: u64,
+    /// Schedule only tasks switched to SCHED_EXT; leave the rest to the kernel's scheduler.
+    #[arg(long)]
+    partial: bool,
+    /// Also schedule per-CPU kernel threads in user space (BPF dispatches them otherwise).
+    #[arg(long)]
+    full_user: bool,
+    /// Enable the BPF component's debug output (in the kernel trace buffer).
+    #[arg(long)]
+    debug: bool,
+    /// Print the counters every this many seconds (0: never).
+    #[arg(long, default_value_t = 1)]
+    stats_interval: u64,
+    /// Bytes of the kernel's debug dump to print if the scheduler is ejected.
+    #[arg(long, default_value_t = 0)]
+    exit_dump_len: u32,
+}
+
+/// Dispatch every waiting task, FIFO. Returns when nothing is left to do.
+fn schedule(bpf: &mut BpfScheduler) -> Result<()> {
+    while let Some(task) = bpf.dequeue_task()? {
+        if task.is_exiting() {
+            continue; // an exit notice: nothing to dispatch
+        }
+        let mut decision = DispatchedTask::new(&task);
+        if !task.idle_cpu() {
+            decision.cpu = RL_CPU_ANY; // no idle CPU: the first CPU to free up takes it
+        }
+        bpf.dispatch_task(&decision)?;
+    }
+    // Nothing queued: sleep until the BPF component hands us more.
+    bpf.update_tasks(Some(0), Some(0))?;
+    Ok(())
+}
+
+fn run(args: &Args, shutdown: &AtomicBool, waker: &Mutex<Option<Waker>>) -> Result<bool> {
+    let mut bpf = BpfScheduler::builder()
+        .name("scx_fifo")
+        .slice_us(args.slice_us)
+        .partial(args.partial)
+        .full_user(args.full_user)
+        .debug(args.debug)
+        .exit_dump_len(args.exit_dump_len)
+        .build()
+        .context("starting the scheduler")?;
+    *waker.lock().unwrap() = Some(bpf.waker());
+    println!("scx-fifo: attached (slice {} us)", args.slice_us);
+
+    let mut last_stats = Instant::now();
+    while !shutdown.load(Ordering::Relaxed) && !bpf.exited() {
+        schedule(&mut bpf)?;
+        let every = Duration::from_secs(args.stats_interval);
+        if args.stats_interval > 0 && last_stats.elapsed() >= every {
+            last_stats = Instant::now();
+            println!("scx-fifo: stats {}", bpf.stats());
+        }
+    }
+
+    let report = bpf.shutdown_and_report()?;
+    println!("scx-fifo: final {}", report.stats);
+    println!("scx-fifo: exit: {report}");
+    if !report.dump.is_empty() {
+        println!("{}", report.dump);
+    }
+    if report.should_restart() && !shutdown.load(Ordering::Relaxed) {
+        println!("scx-fifo: the kernel asked for a restart");
+        return Ok(true);
+    }
+    if report.kind.is_error() {
+        bail!("ejected by the kernel: {report}");
+    }
+    Ok(false)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let waker = Arc::new(Mutex::new(None::<Waker>));
+    {
+        let (shutdown, waker) = (shutdown.clone(), waker.clone());
+        ctrlc::set_handler(move || {
+            shutdown.store(true, Ordering::Relaxed);
+            if let Some(w) = waker.lock().unwrap().as_ref() {
+                w.wake();
+            }
+        })
+        .context("installing the SIGINT/SIGTERM handler")?;
+    }
+    while run(&args, &shutdown, &waker)? {}
+    Ok(())
+}

@@ -1,0 +1,455 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * scx-userland: a generic sched_ext scheduler whose policy lives in user space.
+ *
+ * Every task that wants a CPU is described to user space in a `queued` ring
+ * buffer record; user space answers with `dispatched` records in a user ring
+ * buffer, which ops.dispatch() drains into the per-CPU or shared DSQs.  BPF
+ * itself only handles what user space cannot: the user-space scheduler's own
+ * threads, per-CPU kernel threads, and the fallbacks that keep every task
+ * running when a ring is full or a decision is stale.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "intf.h"
+
+char _license[] SEC("license") = "GPL";
+
+#ifndef PF_KTHREAD
+#define PF_KTHREAD 0x00200000
+#endif
+#ifndef ENOMEM
+#define ENOMEM 12
+#endif
+
+/* Shared DSQs: FIFO for RL_CPU_ANY dispatches without a vtime, vtime-ordered for those with one. */
+#define SHARED_DSQ 0
+#define SHARED_VTIME_DSQ 1
+
+/*
+ * sched_ext kfuncs.  6.13 renamed the dispatch kfuncs; both spellings are weak
+ * so one object loads on 6.12 and on 6.13+ (7.x), and the choice is made once
+ * per call site by bpf_ksym_exists(), which the verifier resolves at load time.
+ */
+extern void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
+extern void scx_bpf_dispatch(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
+extern void scx_bpf_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
+				     u64 enq_flags) __ksym __weak;
+extern void scx_bpf_dispatch_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
+				   u64 enq_flags) __ksym __weak;
+extern bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym __weak;
+extern bool scx_bpf_consume(u64 dsq_id) __ksym __weak;
+
+extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym;
+extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *is_idle) __ksym;
+extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym;
+extern u32 scx_bpf_dispatch_nr_slots(void) __ksym;
+extern s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym;
+extern u32 scx_bpf_nr_cpu_ids(void) __ksym;
+extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+extern bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym;
+
+static __always_inline void dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert))
+		scx_bpf_dsq_insert(p, dsq_id, slice, enq_flags);
+	else
+		scx_bpf_dispatch(p, dsq_id, slice, enq_flags);
+}
+
+static __always_inline void dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
+					     u64 enq_flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime))
+		scx_bpf_dsq_insert_vtime(p, dsq_id, slice, vtime, enq_flags);
+	else
+		scx_bpf_dispatch_vtime(p, dsq_id, slice, vtime, enq_flags);
+}
+
+static __always_inline bool dsq_move_to_local(u64 dsq_id)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local))
+		return scx_bpf_dsq_move_to_local(dsq_id);
+	return scx_bpf_consume(dsq_id);
+}
+
+/* Set by user space before load. */
+const volatile s32 usersched_tgid;
+const volatile u64 slice_ns_dfl = RL_SLICE_DFL_NS;
+const volatile bool full_user;
+const volatile bool debug;
+
+/* Counters; user space reads them all and writes nr_queued / nr_scheduled. */
+volatile u64 nr_online_cpus;
+volatile u64 nr_running;
+volatile u64 nr_queued;
+volatile u64 nr_scheduled;
+volatile u64 nr_user_dispatches;
+volatile u64 nr_kernel_dispatches;
+volatile u64 nr_cancel_dispatches;
+volatile u64 nr_bounce_dispatches;
+volatile u64 nr_failed_dispatches;
+volatile u64 nr_sched_congested;
+/* Records sent to user space (tasks, and exit notices) and dispatch records received. */
+volatile u64 nr_queued_events;
+volatile u64 nr_exit_events;
+volatile u64 nr_dispatch_records;
+
+/* The pid running on each CPU, 0 when idle. */
+volatile u32 cpu_to_pid[RL_MAX_CPUS];
+
+/* Filled in by ops.exit(). */
+struct rl_exit_info exit_info;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} queued SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} dispatched SEC(".maps");
+
+struct task_ctx {
+	/* 1 while a queued record is outstanding and no dispatch consumed it. */
+	u64 queued;
+	u64 cpumask_cnt;
+	u64 start_ts;
+	u64 stop_ts;
+	u64 exec_runtime;
+	/* The CPU select_cpu() found idle for this wake-up, or -1. */
+	s32 idle_cpu;
+	u32 __pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_ctx_stor SEC(".maps");
+
+static __always_inline struct task_ctx *lookup_task_ctx(struct task_struct *p)
+{
+	return bpf_task_storage_get(&task_ctx_stor, p, 0, 0);
+}
+
+static __always_inline bool is_usersched(const struct task_struct *p)
+{
+	return usersched_tgid && p->tgid == usersched_tgid;
+}
+
+static __always_inline bool is_percpu_kthread(const struct task_struct *p)
+{
+	return (p->flags & PF_KTHREAD) && p->nr_cpus_allowed == 1;
+}
+
+static __always_inline bool usersched_has_work(void)
+{
+	return nr_queued || nr_scheduled || bpf_ringbuf_query(&queued, BPF_RB_AVAIL_DATA) > 0;
+}
+
+static __always_inline u64 clamp_slice(u64 slice)
+{
+	if (!slice)
+		return slice_ns_dfl;
+	return slice > RL_SLICE_MAX_NS ? RL_SLICE_MAX_NS : slice;
+}
+
+/* Wake @cpu if it sits idle, so it looks at the DSQs; never the CPU we run on. */
+static __always_inline void kick_if_idle(s32 cpu)
+{
+	if (cpu >= 0 && cpu != bpf_get_smp_processor_id())
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+}
+
+SEC("struct_ops/rl_select_cpu")
+s32 BPF_PROG(rl_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	struct task_ctx *tctx = lookup_task_ctx(p);
+	bool is_idle = false;
+	s32 cpu;
+
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (tctx)
+		tctx->idle_cpu = is_idle ? cpu : -1;
+	return cpu;
+}
+
+SEC("struct_ops/rl_enqueue")
+void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	struct queued_task_ctx *rec;
+	struct task_ctx *tctx;
+	s32 cpu = scx_bpf_task_cpu(p);
+
+	/* The scheduler itself runs at once on its CPU, ahead of others when it has work. */
+	if (is_usersched(p)) {
+		u64 flags = enq_flags;
+
+		if (usersched_has_work())
+			flags |= SCX_ENQ_PREEMPT;
+		dsq_insert(p, SCX_DSQ_LOCAL, slice_ns_dfl, flags);
+		return;
+	}
+
+	/* Per-CPU kernel threads can only run where they are: no decision to make. */
+	if (!full_user && is_percpu_kthread(p)) {
+		dsq_insert(p, SCX_DSQ_LOCAL, slice_ns_dfl, enq_flags);
+		__sync_fetch_and_add(&nr_kernel_dispatches, 1);
+		return;
+	}
+
+	tctx = lookup_task_ctx(p);
+	rec = tctx ? bpf_ringbuf_reserve(&queued, sizeof(*rec), 0) : NULL;
+	if (!rec) {
+		/* Ring full (or no context): BPF runs the task itself, nothing is lost. */
+		dsq_insert(p, SHARED_DSQ, slice_ns_dfl, enq_flags);
+		kick_if_idle(cpu);
+		__sync_fetch_and_add(&nr_sched_congested, 1);
+		return;
+	}
+
+	rec->pid = p->pid;
+	rec->cpu = cpu;
+	rec->tgid = p->tgid;
+	rec->nr_cpus_allowed = p->nr_cpus_allowed;
+	rec->cpumask_cnt = tctx->cpumask_cnt;
+	rec->enq_flags = enq_flags;
+	rec->sum_exec_runtime = p->se.sum_exec_runtime;
+	rec->exec_runtime = tctx->exec_runtime;
+	rec->weight = p->scx.weight;
+	rec->start_ts = tctx->start_ts;
+	rec->stop_ts = tctx->stop_ts;
+	rec->enq_ts = bpf_ktime_get_ns();
+	rec->vtime = p->scx.dsq_vtime;
+	rec->flags = 0;
+	if (tctx->idle_cpu >= 0 && tctx->idle_cpu == cpu)
+		rec->flags |= RL_QF_IDLE_CPU;
+	if (p->flags & PF_KTHREAD)
+		rec->flags |= RL_QF_KTHREAD;
+	if (enq_flags & SCX_ENQ_WAKEUP)
+		rec->flags |= RL_QF_WAKEUP;
+	rec->__pad = 0;
+	bpf_probe_read_kernel_str(rec->comm, sizeof(rec->comm), p->comm);
+
+	/* Mark it outstanding before user space can see it. */
+	__sync_lock_test_and_set(&tctx->queued, 1);
+	bpf_ringbuf_submit(rec, 0);
+	__sync_fetch_and_add(&nr_queued_events, 1);
+}
+
+SEC("struct_ops/rl_dequeue")
+void BPF_PROG(rl_dequeue, struct task_struct *p, u64 deq_flags)
+{
+	struct task_ctx *tctx = lookup_task_ctx(p);
+
+	/* The kernel took the task back: a dispatch still in flight for it is stale. */
+	if (tctx)
+		__sync_lock_test_and_set(&tctx->queued, 0);
+}
+
+/* One record from the `dispatched` user ring buffer. Returns 1 to stop draining. */
+static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
+{
+	struct dispatched_task_ctx d;
+	struct task_struct *p;
+	struct task_ctx *tctx;
+	u64 slice, enq_flags = 0;
+	s32 cpu, hint;
+
+	__sync_fetch_and_add(&nr_dispatch_records, 1);
+	if (bpf_dynptr_read(&d, sizeof(d), dynptr, 0, 0)) {
+		__sync_fetch_and_add(&nr_failed_dispatches, 1);
+		goto next;
+	}
+
+	p = bpf_task_from_pid(d.pid);
+	if (!p) {
+		/* Exited meanwhile, or never existed. */
+		__sync_fetch_and_add(&nr_cancel_dispatches, 1);
+		goto next;
+	}
+
+	tctx = lookup_task_ctx(p);
+	if (!tctx || !__sync_lock_test_and_set(&tctx->queued, 0)) {
+		/* Not waiting for a decision: dequeued, dispatched already, or never queued. */
+		__sync_fetch_and_add(&nr_cancel_dispatches, 1);
+		bpf_task_release(p);
+		goto next;
+	}
+
+	slice = clamp_slice(d.slice_ns);
+	cpu = d.cpu;
+	hint = tctx->idle_cpu;
+	tctx->idle_cpu = -1;
+
+	if (cpu >= 0 && (d.cpumask_cnt != tctx->cpumask_cnt || (u32)cpu >= scx_bpf_nr_cpu_ids() ||
+			 !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))) {
+		/* Stale or impossible target: let any CPU the task may use take it. */
+		__sync_fetch_and_add(&nr_bounce_dispatches, 1);
+		cpu = RL_CPU_ANY;
+	}
+
+	if (cpu >= 0) {
+		if (d.flags & RL_DF_PREEMPT)
+			enq_flags |= SCX_ENQ_PREEMPT;
+		if (d.flags & RL_DF_HEAD)
+			enq_flags |= SCX_ENQ_HEAD;
+		dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags);
+		kick_if_idle(cpu);
+	} else {
+		if (d.vtime) {
+			dsq_insert_vtime(p, SHARED_VTIME_DSQ, slice, d.vtime, 0);
+		} else {
+			if (d.flags & RL_DF_HEAD)
+				enq_flags |= SCX_ENQ_HEAD;
+			dsq_insert(p, SHARED_DSQ, slice, enq_flags);
+		}
+		cpu = scx_bpf_task_cpu(p);
+		kick_if_idle(cpu);
+	}
+	/* An idle CPU claimed for this task but not used must look for work again. */
+	if (hint >= 0 && hint != cpu)
+		kick_if_idle(hint);
+
+	__sync_fetch_and_add(&nr_user_dispatches, 1);
+	bpf_task_release(p);
+next:
+	return scx_bpf_dispatch_nr_slots() ? 0 : 1;
+}
+
+SEC("struct_ops/rl_dispatch")
+void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
+{
+	if (scx_bpf_dispatch_nr_slots())
+		bpf_user_ringbuf_drain(&dispatched, handle_dispatch, NULL, 0);
+
+	if (dsq_move_to_local(SHARED_VTIME_DSQ))
+		return;
+	dsq_move_to_local(SHARED_DSQ);
+}
+
+SEC("struct_ops/rl_runnable")
+void BPF_PROG(rl_runnable, struct task_struct *p, u64 enq_flags)
+{
+	struct task_ctx *tctx = lookup_task_ctx(p);
+
+	if (tctx)
+		tctx->exec_runtime = 0;
+}
+
+SEC("struct_ops/rl_running")
+void BPF_PROG(rl_running, struct task_struct *p)
+{
+	struct task_ctx *tctx = lookup_task_ctx(p);
+	s32 cpu = scx_bpf_task_cpu(p);
+
+	if (cpu >= 0 && cpu < RL_MAX_CPUS)
+		cpu_to_pid[cpu] = p->pid;
+	if (tctx)
+		tctx->start_ts = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&nr_running, 1);
+}
+
+SEC("struct_ops/rl_stopping")
+void BPF_PROG(rl_stopping, struct task_struct *p, bool runnable)
+{
+	struct task_ctx *tctx = lookup_task_ctx(p);
+	s32 cpu = scx_bpf_task_cpu(p);
+	u64 now = bpf_ktime_get_ns();
+
+	if (cpu >= 0 && cpu < RL_MAX_CPUS)
+		cpu_to_pid[cpu] = 0;
+	if (tctx) {
+		tctx->stop_ts = now;
+		if (tctx->start_ts && now > tctx->start_ts)
+			tctx->exec_runtime += now - tctx->start_ts;
+	}
+	__sync_fetch_and_sub(&nr_running, 1);
+}
+
+SEC("struct_ops/rl_set_cpumask")
+void BPF_PROG(rl_set_cpumask, struct task_struct *p, const struct cpumask *cpumask)
+{
+	struct task_ctx *tctx = lookup_task_ctx(p);
+
+	if (tctx)
+		__sync_fetch_and_add(&tctx->cpumask_cnt, 1);
+}
+
+SEC("struct_ops/rl_init_task")
+s32 BPF_PROG(rl_init_task, struct task_struct *p, struct scx_init_task_args *args)
+{
+	struct task_ctx *tctx;
+
+	tctx = bpf_task_storage_get(&task_ctx_stor, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tctx)
+		return -ENOMEM;
+	tctx->idle_cpu = -1;
+	return 0;
+}
+
+SEC("struct_ops/rl_exit_task")
+void BPF_PROG(rl_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
+{
+	struct queued_task_ctx *rec;
+
+	if (is_usersched(p))
+		return;
+	/* Tell user space the task is gone (cpu < 0); best effort when the ring is full. */
+	rec = bpf_ringbuf_reserve(&queued, sizeof(*rec), 0);
+	if (!rec)
+		return;
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->pid = p->pid;
+	rec->cpu = -1;
+	rec->tgid = p->tgid;
+	bpf_ringbuf_submit(rec, 0);
+	__sync_fetch_and_add(&nr_exit_events, 1);
+}
+
+SEC("struct_ops.s/rl_init")
+s32 BPF_PROG(rl_init)
+{
+	s32 err;
+
+	err = scx_bpf_create_dsq(SHARED_DSQ, -1);
+	if (err)
+		return err;
+	return scx_bpf_create_dsq(SHARED_VTIME_DSQ, -1);
+}
+
+SEC("struct_ops/rl_exit")
+void BPF_PROG(rl_exit, struct scx_exit_info *ei)
+{
+	exit_info.exit_code = ei->exit_code;
+	bpf_probe_read_kernel_str(exit_info.reason, sizeof(exit_info.reason), ei->reason);
+	bpf_probe_read_kernel_str(exit_info.msg, sizeof(exit_info.msg), ei->msg);
+	if (ei->dump)
+		bpf_probe_read_kernel_str(exit_info.dump, sizeof(exit_info.dump), ei->dump);
+	/* Written last: user space treats a non-zero kind as "the rest is complete". */
+	__sync_lock_test_and_set(&exit_info.kind, ei->kind);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops userland_ops = {
+	.select_cpu = (void *)rl_select_cpu,
+	.enqueue = (void *)rl_enqueue,
+	.dequeue = (void *)rl_dequeue,
+	.dispatch = (void *)rl_dispatch,
+	.runnable = (void *)rl_runnable,
+	.running = (void *)rl_running,
+	.stopping = (void *)rl_stopping,
+	.set_cpumask = (void *)rl_set_cpumask,
+	.init_task = (void *)rl_init_task,
+	.exit_task = (void *)rl_exit_task,
+	.init = (void *)rl_init,
+	.exit = (void *)rl_exit,
+	.timeout_ms = 5000,
+	.name = "userland",
+};

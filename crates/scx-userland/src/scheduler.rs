@@ -1,0 +1,917 @@
+//! [`BpfScheduler`]: load, attach and talk to the BPF component.
+
+use std::ffi::CStr;
+use std::fs;
+use std::marker::PhantomData;
+use std::mem::{size_of, ManuallyDrop, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, OpenObject};
+use scx_userland_bpf::skel::{types, UserlandSkel, UserlandSkelBuilder};
+use scx_userland_sys as sys;
+
+use crate::ring::{RingReader, RingWriter};
+use crate::task::{Dispatch, QueuedTask, RL_CPU_ANY, SLICE_MAX_NS};
+use crate::topology::Topology;
+use crate::Error;
+
+/// Only one scheduler can be attached at a time, machine-wide; this catches a second one
+/// in the same process before the kernel does.
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+
+/// `SCX_OPS_SWITCH_PARTIAL`: only tasks whose policy is SCHED_EXT are scheduled by us.
+const SCX_OPS_SWITCH_PARTIAL: u64 = 8;
+/// `SCX_ECODE_ACT_RESTART`: the kernel asks the scheduler to restart (e.g. CPU hotplug).
+const SCX_ECODE_ACT_RESTART: i64 = 1 << 48;
+/// The kernel's watchdog limit for `timeout_ms`.
+const SCX_WATCHDOG_MAX_MS: u32 = 30_000;
+/// How long `update_tasks`/`notify_complete` sleep at most when there is nothing to do.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Every option of the BPF component. [`BpfScheduler::init`] covers the seed's five; the
+/// builder adds the rest.
+#[derive(Clone, Debug)]
+pub struct BpfSchedulerBuilder {
+    slice_us: u64,
+    nr_cpus: Option<i64>,
+    partial: bool,
+    full_user: bool,
+    debug: bool,
+    exit_dump_len: u32,
+    name: String,
+    timeout_ms: u32,
+    lock_memory: bool,
+}
+
+impl Default for BpfSchedulerBuilder {
+    fn default() -> Self {
+        Self {
+            slice_us: crate::SLICE_DEFAULT_NS / 1000,
+            nr_cpus: None,
+            partial: false,
+            full_user: false,
+            debug: false,
+            exit_dump_len: 0,
+            name: "userland".to_string(),
+            timeout_ms: 5000,
+            lock_memory: true,
+        }
+    }
+}
+
+impl BpfSchedulerBuilder {
+    /// Default time slice in microseconds (used when a dispatch asks for 0). 1 to 1,000,000.
+    pub fn slice_us(mut self, slice_us: u64) -> Self {
+        self.slice_us = slice_us;
+        self
+    }
+
+    /// Number of CPUs the scheduler manages; default: all possible CPUs.
+    pub fn nr_cpus(mut self, nr_cpus: i64) -> Self {
+        self.nr_cpus = Some(nr_cpus);
+        self
+    }
+
+    /// Schedule only tasks whose policy is `SCHED_EXT`; others stay with the default scheduler.
+    pub fn partial(mut self, partial: bool) -> Self {
+        self.partial = partial;
+        self
+    }
+
+    /// Send per-CPU kernel threads to user space too, instead of dispatching them in BPF.
+    pub fn full_user(mut self, full_user: bool) -> Self {
+        self.full_user = full_user;
+        self
+    }
+
+    /// Enable the BPF component's debug output (`bpf_printk`, in the kernel trace buffer).
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.debug = debug;
+        self
+    }
+
+    /// Bytes of the kernel's debug dump to keep in the exit report on an error exit (0: none;
+    /// at most 32 KiB are kept).
+    pub fn exit_dump_len(mut self, len: u32) -> Self {
+        self.exit_dump_len = len;
+        self
+    }
+
+    /// The name shown in `/sys/kernel/sched_ext/root/ops` (letters, digits, `_` and `.`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// How long a runnable task may wait before the kernel's watchdog ejects the scheduler, in
+    /// ms (1 to 30,000; default 5,000).
+    pub fn timeout_ms(mut self, ms: u32) -> Self {
+        self.timeout_ms = ms;
+        self
+    }
+
+    /// Lock the process's memory (`mlockall`) so the scheduler never waits on a page fault
+    /// while every other task waits on it. Default: on.
+    pub fn lock_memory(mut self, lock: bool) -> Self {
+        self.lock_memory = lock;
+        self
+    }
+
+    /// Load the BPF component and attach it: from here on, tasks come to this process.
+    pub fn build<'a>(&self) -> Result<BpfScheduler<'a>, Error> {
+        BpfScheduler::start(self)
+    }
+}
+
+/// The connection to the BPF component: tasks in through [`dequeue_task`](Self::dequeue_task),
+/// decisions out through [`dispatch_task`](Self::dispatch_task).
+///
+/// Dropping it detaches the scheduler; [`shutdown_and_report`](Self::shutdown_and_report)
+/// does the same and says why the scheduler stopped.
+pub struct BpfScheduler<'a> {
+    // Field order is drop order: detach first, then unmap, then free the object.
+    link: Option<Link>,
+    queued: RingReader,
+    dispatched: RingWriter,
+    epoll: OwnedFd,
+    waker: Waker,
+    skel: ManuallyDrop<UserlandSkel<'static>>,
+    open_object: NonNull<MaybeUninit<OpenObject>>,
+    nr_cpu_ids: u32,
+    locked_memory: bool,
+    _lifetime: PhantomData<&'a mut ()>,
+}
+
+/// Wakes a [`BpfScheduler`] sleeping in `update_tasks`/`notify_complete`/`wait_for_tasks`,
+/// e.g. from a signal-handling thread, so a shutdown is not delayed by the idle wait.
+#[derive(Clone, Debug)]
+pub struct Waker(Arc<OwnedFd>);
+
+impl Waker {
+    /// Wake the scheduler's wait (it returns as if a task had arrived).
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to an eventfd; a full counter (EAGAIN) is already a wake-up.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+macro_rules! counter_mut {
+    ($($(#[$doc:meta])* $fn:ident => $field:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $fn(&mut self) -> &mut u64 {
+            &mut self.bss_mut().$field
+        }
+    )*};
+}
+
+/// A snapshot of the BPF component's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// CPUs the scheduler manages.
+    pub nr_online_cpus: u64,
+    /// Tasks running right now.
+    pub nr_running: u64,
+    /// Tasks user space reported as queued (`update_tasks`).
+    pub nr_queued: u64,
+    /// Tasks user space reported as scheduled but not yet dispatched.
+    pub nr_scheduled: u64,
+    /// Dispatches from user space that reached a DSQ (bounced ones included).
+    pub nr_user_dispatches: u64,
+    /// Tasks BPF dispatched itself (per-CPU kernel threads).
+    pub nr_kernel_dispatches: u64,
+    /// Dispatches dropped because the task exited, was dequeued, or was not waiting.
+    pub nr_cancel_dispatches: u64,
+    /// Dispatches whose CPU the task may not (or no longer) use, sent to a CPU it may use.
+    pub nr_bounce_dispatches: u64,
+    /// Dispatch records BPF could not read.
+    pub nr_failed_dispatches: u64,
+    /// Tasks BPF ran itself because the queued ring was full.
+    pub nr_sched_congested: u64,
+    /// Task records sent to user space.
+    pub nr_queued_events: u64,
+    /// Exit notices sent to user space.
+    pub nr_exit_events: u64,
+    /// Dispatch records BPF received.
+    pub nr_dispatch_records: u64,
+}
+
+impl std::fmt::Display for Stats {
+    /// `key=value` pairs, one space apart: easy to read and to parse.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "online_cpus={} running={} queued={} scheduled={} user_dispatches={} \
+             kernel_dispatches={} cancel_dispatches={} bounce_dispatches={} \
+             failed_dispatches={} sched_congested={} queued_events={} exit_events={} \
+             dispatch_records={}",
+            self.nr_online_cpus,
+            self.nr_running,
+            self.nr_queued,
+            self.nr_scheduled,
+            self.nr_user_dispatches,
+            self.nr_kernel_dispatches,
+            self.nr_cancel_dispatches,
+            self.nr_bounce_dispatches,
+            self.nr_failed_dispatches,
+            self.nr_sched_congested,
+            self.nr_queued_events,
+            self.nr_exit_events,
+            self.nr_dispatch_records
+        )
+    }
+}
+
+impl<'a> BpfScheduler<'a> {
+    /// Load and attach the BPF component (the seed's signature).
+    ///
+    /// - `slice_us`: default time slice, 1 to 1,000,000 us, used when a dispatch says 0.
+    /// - `nr_cpus`: CPUs to manage, 1 to the machine's possible CPUs.
+    /// - `partial`: only schedule `SCHED_EXT` tasks.
+    /// - `full_user`: per-CPU kernel threads go through user space too.
+    /// - `debug`: BPF debug output.
+    ///
+    /// Errors: [`Error::Unsupported`] without sched_ext, [`Error::PermissionDenied`] without
+    /// root, [`Error::AlreadyAttached`] when a scheduler is already attached (including a
+    /// second `init` in this process), [`Error::InvalidSlice`]/[`Error::InvalidNrCpus`] for
+    /// bad arguments.
+    pub fn init(
+        slice_us: u64,
+        nr_cpus: i32,
+        partial: bool,
+        full_user: bool,
+        debug: bool,
+    ) -> Result<Self, Error> {
+        Self::builder()
+            .slice_us(slice_us)
+            .nr_cpus(nr_cpus.into())
+            .partial(partial)
+            .full_user(full_user)
+            .debug(debug)
+            .build()
+    }
+
+    /// All options, with defaults.
+    pub fn builder() -> BpfSchedulerBuilder {
+        BpfSchedulerBuilder::default()
+    }
+
+    fn start(opts: &BpfSchedulerBuilder) -> Result<Self, Error> {
+        let max_slice_us = SLICE_MAX_NS / 1000;
+        if opts.slice_us == 0 || opts.slice_us > max_slice_us {
+            return Err(Error::InvalidSlice {
+                slice_us: opts.slice_us,
+                max_us: max_slice_us,
+            });
+        }
+        let topo = Topology::new().map_err(Error::io("reading the CPU topology"))?;
+        let nr_cpu_ids = topo.nr_cpus() as u32;
+        let nr_cpus = opts.nr_cpus.unwrap_or(nr_cpu_ids.into());
+        if nr_cpus < 1 || nr_cpus > nr_cpu_ids.into() {
+            return Err(Error::InvalidNrCpus {
+                nr_cpus,
+                max: nr_cpu_ids,
+            });
+        }
+        if opts.name.is_empty()
+            || opts.name.len() >= 128
+            || !opts
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
+            return Err(Error::InvalidName(opts.name.clone()));
+        }
+        if opts.timeout_ms == 0 || opts.timeout_ms > SCX_WATCHDOG_MAX_MS {
+            return Err(Error::InvalidTimeout(opts.timeout_ms));
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(Error::PermissionDenied);
+        }
+        check_support(std::path::Path::new("/sys/kernel"))?;
+        if ATTACHED.swap(true, Ordering::SeqCst) {
+            return Err(Error::AlreadyAttached(
+                "another BpfScheduler in this process".into(),
+            ));
+        }
+        let res = Self::start_attached(opts, nr_cpus as u64, nr_cpu_ids);
+        if res.is_err() {
+            ATTACHED.store(false, Ordering::SeqCst);
+        }
+        res
+    }
+
+    fn start_attached(opts: &BpfSchedulerBuilder, nr_cpus: u64, nr_cpu_ids: u32) -> Result<Self, Error> {
+        if let Some(current) = attached_scheduler() {
+            return Err(Error::AlreadyAttached(current));
+        }
+        let storage = NonNull::from(Box::leak(Box::new(MaybeUninit::<OpenObject>::uninit())));
+        // SAFETY: the storage lives until `Drop` (or the error path below) frees it, after the
+        // skeleton that borrows it is gone, so treating the borrow as 'static is sound.
+        let skel = match load(opts, unsafe { &mut *storage.as_ptr() }) {
+            Ok(skel) => skel,
+            Err(e) => {
+                // SAFETY: nothing borrows the storage any more; it was leaked from a Box above.
+                drop(unsafe { Box::from_raw(storage.as_ptr()) });
+                return Err(e);
+            }
+        };
+        let mut this = Self::wrap(skel, storage, nr_cpu_ids)?;
+        this.bss_mut().nr_online_cpus = nr_cpus;
+        if opts.lock_memory {
+            // SAFETY: mlockall has no memory-safety preconditions.
+            this.locked_memory = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == 0;
+        }
+        let link = this.skel.maps.userland_ops.attach_struct_ops().map_err(|e| {
+            match attached_scheduler() {
+                Some(other) => Error::AlreadyAttached(other),
+                None => Error::Attach(e),
+            }
+        })?;
+        this.link = Some(link);
+        Ok(this)
+    }
+
+    /// Build the value around a loaded skeleton; on error the skeleton and storage are freed.
+    fn wrap(
+        skel: UserlandSkel<'static>,
+        storage: NonNull<MaybeUninit<OpenObject>>,
+        nr_cpu_ids: u32,
+    ) -> Result<Self, Error> {
+        let rings = (|| {
+            let queued = RingReader::new(skel.maps.queued.as_fd(), skel.maps.queued.max_entries())
+                .map_err(Error::io("mapping the queued ring"))?;
+            let dispatched =
+                RingWriter::new(skel.maps.dispatched.as_fd(), skel.maps.dispatched.max_entries())
+                    .map_err(Error::io("mapping the dispatched ring"))?;
+            let epoll = epoll_for(skel.maps.queued.as_fd().as_raw_fd())?;
+            Ok((queued, dispatched, epoll))
+        })();
+        let (queued, dispatched, (epoll, waker)) = match rings {
+            Ok(r) => r,
+            Err(e) => {
+                drop(skel);
+                // SAFETY: the skeleton borrowing the storage is gone.
+                drop(unsafe { Box::from_raw(storage.as_ptr()) });
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            link: None,
+            queued,
+            dispatched,
+            epoll,
+            waker,
+            skel: ManuallyDrop::new(skel),
+            open_object: storage,
+            nr_cpu_ids,
+            locked_memory: false,
+            _lifetime: PhantomData,
+        })
+    }
+
+    fn bss(&self) -> &types::bss {
+        self.skel.maps.bss_data.as_deref().expect("the object has a .bss")
+    }
+
+    fn bss_mut(&mut self) -> &mut types::bss {
+        self.skel.maps.bss_data.as_deref_mut().expect("the object has a .bss")
+    }
+
+    /// The next task that wants a CPU, or `None` when none is waiting. Never blocks.
+    ///
+    /// A task with `cpu < 0` is a notice that it exited: there is nothing to dispatch.
+    /// Returns [`Error::Exited`] once the BPF component has stopped.
+    pub fn dequeue_task(&mut self) -> Result<Option<QueuedTask>, Error> {
+        let mut task = None;
+        let mut bad = None;
+        self.queued.consume(1, |bytes| match read_record(bytes) {
+            Ok(t) => task = Some(t),
+            Err(len) => bad = Some(len),
+        });
+        if let Some(len) = bad {
+            return Err(Error::MalformedRecord(len));
+        }
+        if task.is_none() && self.exited() {
+            return Err(Error::Exited);
+        }
+        Ok(task)
+    }
+
+    /// Append up to `max` waiting tasks to `out` in one pass over the ring; returns how many.
+    pub fn dequeue_tasks(&mut self, out: &mut Vec<QueuedTask>, max: usize) -> Result<usize, Error> {
+        let mut bad = None;
+        let n = self.queued.consume(max, |bytes| match read_record(bytes) {
+            Ok(t) => out.push(t),
+            Err(len) => bad = Some(len),
+        });
+        if let Some(len) = bad {
+            return Err(Error::MalformedRecord(len));
+        }
+        if n == 0 && self.exited() {
+            return Err(Error::Exited);
+        }
+        Ok(n)
+    }
+
+    /// Hand a decision to the BPF component: a [`DispatchedTask`](crate::DispatchedTask) (the
+    /// seed's record) or a [`Dispatch`].
+    ///
+    /// Checked here: `pid > 0` ([`Error::InvalidPid`]) and `cpu` is [`RL_CPU_ANY`] or a CPU id
+    /// of this machine ([`Error::InvalidCpu`]). Handled safely in BPF and counted: a task that
+    /// exited, was never queued or was already dispatched (cancelled); a CPU outside the
+    /// task's affinity or a stale `cpumask_cnt` (bounced to a CPU it may use). A slice of 0
+    /// means the default; longer than [`SLICE_MAX_NS`] is clamped.
+    pub fn dispatch_task<T: Into<Dispatch> + Copy>(&mut self, task: &T) -> Result<(), Error> {
+        self.dispatch_tasks(std::slice::from_ref(&(*task).into()))
+    }
+
+    /// Hand several decisions over at once (checked as in [`dispatch_task`](Self::dispatch_task);
+    /// none is sent when one is invalid).
+    pub fn dispatch_tasks(&mut self, tasks: &[Dispatch]) -> Result<(), Error> {
+        for t in tasks {
+            self.check_dispatch(t)?;
+        }
+        for t in tasks {
+            let raw = t.to_raw();
+            // SAFETY: dispatched_task_ctx is plain old data without padding.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&raw as *const sys::dispatched_task_ctx).cast::<u8>(),
+                    size_of::<sys::dispatched_task_ctx>(),
+                )
+            };
+            let mut tries = 0;
+            while !self.dispatched.write(bytes) {
+                // Full: let our CPU go through the kernel's dispatch path, which drains it.
+                self.dispatched.publish();
+                if tries == 1000 || self.exited() {
+                    return Err(if self.exited() { Error::Exited } else { Error::DispatchRingFull });
+                }
+                tries += 1;
+                std::thread::yield_now();
+            }
+        }
+        self.dispatched.publish();
+        Ok(())
+    }
+
+    fn check_dispatch(&self, t: &Dispatch) -> Result<(), Error> {
+        if t.pid <= 0 {
+            return Err(Error::InvalidPid(t.pid));
+        }
+        if t.cpu != RL_CPU_ANY && (t.cpu < 0 || t.cpu as u32 >= self.nr_cpu_ids) {
+            return Err(Error::InvalidCpu {
+                cpu: t.cpu,
+                nr_cpu_ids: self.nr_cpu_ids,
+            });
+        }
+        Ok(())
+    }
+
+    /// Tell the BPF component how much work user space still holds: `nr_queued` tasks waiting
+    /// in its queues and `nr_scheduled` decided but not yet dispatched (`None` leaves a count
+    /// as it is). While either is non-zero BPF keeps the scheduler running ahead of others.
+    ///
+    /// When both end up zero and no task is waiting, this sleeps until a task arrives (or
+    /// ~100 ms pass, or a [`Waker`] fires), so a loop of dequeue/dispatch/update never spins.
+    pub fn update_tasks(&mut self, nr_queued: Option<u64>, nr_scheduled: Option<u64>) -> Result<(), Error> {
+        let bss = self.bss_mut();
+        if let Some(n) = nr_queued {
+            bss.nr_queued = n;
+        }
+        if let Some(n) = nr_scheduled {
+            bss.nr_scheduled = n;
+        }
+        if bss.nr_queued == 0 && bss.nr_scheduled == 0 {
+            self.wait_for_tasks(IDLE_WAIT)?;
+        }
+        Ok(())
+    }
+
+    /// Like [`update_tasks`](Self::update_tasks)`(None, Some(nr_pending))`.
+    pub fn notify_complete(&mut self, nr_pending: u64) -> Result<(), Error> {
+        self.update_tasks(None, Some(nr_pending))
+    }
+
+    /// Sleep until a task is waiting in the ring, `timeout` passes, or the [`Waker`] fires.
+    /// Returns whether a task is waiting.
+    pub fn wait_for_tasks(&mut self, timeout: Duration) -> Result<bool, Error> {
+        if self.queued.pending() > 0 {
+            return Ok(true);
+        }
+        if self.exited() {
+            return Err(Error::Exited);
+        }
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: a valid epoll fd and an event buffer of the length given.
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, ms) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::Io {
+                    context: "waiting for tasks",
+                    source: err,
+                });
+            }
+        }
+        for ev in events.iter().take(n.max(0) as usize) {
+            if ev.u64 == WAKER_TOKEN {
+                let mut buf = 0u64;
+                // SAFETY: draining the eventfd's 8-byte counter.
+                unsafe { libc::read(self.waker.0.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+            }
+        }
+        Ok(self.queued.pending() > 0)
+    }
+
+    /// A handle that interrupts the idle wait from another thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// An idle CPU for task `pid`, asked again from user space: `prev_cpu` if it is idle and
+    /// the task may use it, else the first idle CPU in the task's affinity, else `None`.
+    /// `prev_cpu` may be negative (no preference). `flags` is reserved (pass 0).
+    pub fn select_cpu(&self, pid: i32, prev_cpu: i32, _flags: u64) -> Result<Option<i32>, Error> {
+        if pid <= 0 {
+            return Err(Error::InvalidPid(pid));
+        }
+        if prev_cpu >= 0 && prev_cpu as u32 >= self.nr_cpu_ids {
+            return Err(Error::InvalidCpu {
+                cpu: prev_cpu,
+                nr_cpu_ids: self.nr_cpu_ids,
+            });
+        }
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::sched_getaffinity(pid, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::ESRCH) {
+                Error::NoSuchTask(pid)
+            } else {
+                Error::Io {
+                    context: "reading the task's affinity",
+                    source: err,
+                }
+            });
+        }
+        // SAFETY: CPU_ISSET reads the set in bounds (cpu < CPU_SETSIZE is checked).
+        let allowed = |cpu: i32| cpu >= 0 && (cpu as usize) < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(cpu as usize, &set) };
+        if allowed(prev_cpu) && self.get_cpu_pid(prev_cpu) == 0 {
+            return Ok(Some(prev_cpu));
+        }
+        Ok((0..self.nr_cpu_ids as i32).find(|&cpu| allowed(cpu) && self.get_cpu_pid(cpu) == 0))
+    }
+
+    /// The pid running on `cpu` (0 when idle, and for a CPU id out of range).
+    pub fn get_cpu_pid(&self, cpu: i32) -> u32 {
+        if cpu < 0 || cpu as u32 >= self.nr_cpu_ids || cpu as usize >= sys::RL_MAX_CPUS as usize {
+            return 0;
+        }
+        // SAFETY: in bounds; BPF writes the slot concurrently, hence the volatile read.
+        unsafe { std::ptr::read_volatile(&self.bss().cpu_to_pid[cpu as usize]) }
+    }
+
+    counter_mut! {
+        /// CPUs the scheduler manages.
+        nr_online_cpus_mut => nr_online_cpus;
+        /// Tasks running right now (maintained by BPF).
+        nr_running_mut => nr_running;
+        /// Tasks waiting in user space's queues: keep it current so BPF knows work is pending.
+        nr_queued_mut => nr_queued;
+        /// Tasks user space decided on but has not dispatched yet.
+        nr_scheduled_mut => nr_scheduled;
+        /// Dispatches from user space that reached a DSQ.
+        nr_user_dispatches_mut => nr_user_dispatches;
+        /// Tasks BPF dispatched itself (per-CPU kernel threads).
+        nr_kernel_dispatches_mut => nr_kernel_dispatches;
+        /// Dispatches dropped as stale (task exited, dequeued, or not waiting).
+        nr_cancel_dispatches_mut => nr_cancel_dispatches;
+        /// Dispatches redirected to a CPU the task may use.
+        nr_bounce_dispatches_mut => nr_bounce_dispatches;
+        /// Dispatch records BPF could not read.
+        nr_failed_dispatches_mut => nr_failed_dispatches;
+        /// Tasks BPF ran itself because the queued ring was full.
+        nr_sched_congested_mut => nr_sched_congested;
+    }
+
+    /// All counters at once.
+    pub fn stats(&self) -> Stats {
+        let b = self.bss();
+        // SAFETY (all reads): fields of the live .bss mapping, written concurrently by BPF.
+        let r = |v: &u64| unsafe { std::ptr::read_volatile(v) };
+        Stats {
+            nr_online_cpus: r(&b.nr_online_cpus),
+            nr_running: r(&b.nr_running),
+            nr_queued: r(&b.nr_queued),
+            nr_scheduled: r(&b.nr_scheduled),
+            nr_user_dispatches: r(&b.nr_user_dispatches),
+            nr_kernel_dispatches: r(&b.nr_kernel_dispatches),
+            nr_cancel_dispatches: r(&b.nr_cancel_dispatches),
+            nr_bounce_dispatches: r(&b.nr_bounce_dispatches),
+            nr_failed_dispatches: r(&b.nr_failed_dispatches),
+            nr_sched_congested: r(&b.nr_sched_congested),
+            nr_queued_events: r(&b.nr_queued_events),
+            nr_exit_events: r(&b.nr_exit_events),
+            nr_dispatch_records: r(&b.nr_dispatch_records),
+        }
+    }
+
+    /// True once the BPF component stopped (the kernel ejected or unregistered it).
+    pub fn exited(&self) -> bool {
+        // SAFETY: reading the live .bss mapping; ops.exit() writes `kind` last.
+        unsafe { std::ptr::read_volatile(&self.bss().exit_info.kind) != 0 }
+    }
+
+    /// Detach (if still attached) and report why the scheduler stopped.
+    pub fn shutdown_and_report(mut self) -> Result<ExitReport, Error> {
+        // Dropping the link unregisters the scheduler; the kernel runs ops.exit() before the
+        // unregistration returns, so the exit record is complete afterwards.
+        drop(self.link.take());
+        let mut report = self.exit_report();
+        report.stats = self.stats();
+        Ok(report)
+    }
+
+    fn exit_report(&self) -> ExitReport {
+        // SAFETY: a plain copy out of the .bss mapping, which nothing writes after ops.exit().
+        let info: types::rl_exit_info = unsafe { std::ptr::read_volatile(&self.bss().exit_info) };
+        let text = |bytes: &[std::ffi::c_char]| {
+            // SAFETY: c_char and u8 have the same layout.
+            let bytes: &[u8] = unsafe { &*(bytes as *const [std::ffi::c_char] as *const [u8]) };
+            CStr::from_bytes_until_nul(bytes)
+                .map(|c| c.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
+        };
+        ExitReport {
+            kind: ExitKind::from_raw(info.kind),
+            exit_code: info.exit_code,
+            reason: text(&info.reason),
+            message: text(&info.msg),
+            dump: text(&info.dump),
+            stats: Stats::default(),
+        }
+    }
+}
+
+impl Drop for BpfScheduler<'_> {
+    fn drop(&mut self) {
+        drop(self.link.take());
+        // SAFETY: the skeleton is dropped exactly once, here, before the storage it borrows.
+        unsafe { ManuallyDrop::drop(&mut self.skel) };
+        // SAFETY: leaked from a Box in `start_attached`; nothing borrows it any more.
+        drop(unsafe { Box::from_raw(self.open_object.as_ptr()) });
+        if self.locked_memory {
+            // SAFETY: no preconditions.
+            unsafe { libc::munlockall() };
+        }
+        ATTACHED.store(false, Ordering::SeqCst);
+    }
+}
+
+const RING_TOKEN: u64 = 1;
+const WAKER_TOKEN: u64 = 2;
+
+/// An epoll set watching the queued ring and a fresh eventfd (the [`Waker`]).
+fn epoll_for(ring_fd: i32) -> Result<(OwnedFd, Waker), Error> {
+    // SAFETY: plain syscalls; the returned fds are owned right away.
+    unsafe {
+        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        if ep < 0 {
+            return Err(Error::io("creating an epoll set")(std::io::Error::last_os_error()));
+        }
+        let ep = OwnedFd::from_raw_fd(ep);
+        let ev = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+        if ev < 0 {
+            return Err(Error::io("creating an eventfd")(std::io::Error::last_os_error()));
+        }
+        let ev = OwnedFd::from_raw_fd(ev);
+        for (fd, token) in [(ring_fd, RING_TOKEN), (ev.as_raw_fd(), WAKER_TOKEN)] {
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: token,
+            };
+            if libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) != 0 {
+                return Err(Error::io("watching the queued ring")(std::io::Error::last_os_error()));
+            }
+        }
+        Ok((ep, Waker(Arc::new(ev))))
+    }
+}
+
+fn read_record(bytes: &[u8]) -> Result<QueuedTask, usize> {
+    if bytes.len() != size_of::<sys::queued_task_ctx>() {
+        return Err(bytes.len());
+    }
+    // SAFETY: the length matches and queued_task_ctx is plain old data.
+    let raw: sys::queued_task_ctx = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    Ok(QueuedTask::from_raw(&raw))
+}
+
+/// [`Error::Unsupported`] unless `<sysfs_kernel>/sched_ext` exists.
+fn check_support(sysfs_kernel: &std::path::Path) -> Result<(), Error> {
+    if sysfs_kernel.join("sched_ext").is_dir() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported)
+    }
+}
+
+/// The name of the sched_ext scheduler attached right now, if any.
+fn attached_scheduler() -> Option<String> {
+    let state = fs::read_to_string("/sys/kernel/sched_ext/state").ok()?;
+    if state.trim() == "disabled" {
+        return None;
+    }
+    let ops = fs::read_to_string("/sys/kernel/sched_ext/root/ops").unwrap_or_default();
+    Some(format!("state {}, ops {:?}", state.trim(), ops.trim()))
+}
+
+/// Open the skeleton, apply the options, load it.
+fn load(
+    opts: &BpfSchedulerBuilder,
+    storage: &'static mut MaybeUninit<OpenObject>,
+) -> Result<UserlandSkel<'static>, Error> {
+    let mut open = UserlandSkelBuilder::default().open(storage).map_err(Error::Load)?;
+    let rodata = open.maps.rodata_data.as_deref_mut().expect("the object has a .rodata");
+    // SAFETY: getpid has no preconditions.
+    rodata.usersched_tgid = unsafe { libc::getpid() };
+    rodata.slice_ns_dfl = opts.slice_us * 1000;
+    rodata.full_user = opts.full_user;
+    rodata.debug = opts.debug;
+
+    let ops = open.struct_ops.userland_ops_mut();
+    if opts.partial {
+        ops.flags |= SCX_OPS_SWITCH_PARTIAL;
+    }
+    ops.exit_dump_len = opts.exit_dump_len;
+    ops.timeout_ms = opts.timeout_ms;
+    ops.name = [0; 128];
+    for (dst, src) in ops.name.iter_mut().zip(opts.name.bytes()) {
+        *dst = src as _;
+    }
+    open.load().map_err(|e| {
+        if e.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+            Error::PermissionDenied
+        } else {
+            Error::Load(e)
+        }
+    })
+}
+
+/// How the scheduler was stopped (`enum scx_exit_kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    /// Still running (no exit recorded).
+    None,
+    /// The BPF scheduler finished on its own.
+    Done,
+    /// Unregistered from user space (detached by this process).
+    Unregistered,
+    /// Unregistered by the BPF program.
+    UnregisteredBpf,
+    /// Unregistered by the kernel (e.g. CPU hotplug: see [`ExitReport::should_restart`]).
+    UnregisteredKernel,
+    /// Disabled with SysRq-S.
+    SysRq,
+    /// A runtime error in the kernel's checks.
+    Error,
+    /// `scx_bpf_error()` from BPF.
+    ErrorBpf,
+    /// The watchdog found a runnable task that waited too long.
+    ErrorStall,
+    /// A kind this crate does not know.
+    Other(i32),
+}
+
+impl ExitKind {
+    fn from_raw(kind: i32) -> Self {
+        match kind {
+            0 => Self::None,
+            1 => Self::Done,
+            64 => Self::Unregistered,
+            65 => Self::UnregisteredBpf,
+            66 => Self::UnregisteredKernel,
+            67 => Self::SysRq,
+            1024 => Self::Error,
+            1025 => Self::ErrorBpf,
+            1026 => Self::ErrorStall,
+            k => Self::Other(k),
+        }
+    }
+
+    /// True for the error kinds (the scheduler was ejected).
+    pub fn is_error(self) -> bool {
+        matches!(self, Self::Error | Self::ErrorBpf | Self::ErrorStall)
+            || matches!(self, Self::Other(k) if k >= 1024)
+    }
+}
+
+/// Why the scheduler stopped, from the kernel.
+#[derive(Clone, Debug)]
+pub struct ExitReport {
+    /// The exit kind.
+    pub kind: ExitKind,
+    /// The exit code (user bits, and the kernel's `SCX_ECODE_*` bits).
+    pub exit_code: i64,
+    /// The kernel's short reason, e.g. "unregistered from user space".
+    pub reason: String,
+    /// The detailed message, if any.
+    pub message: String,
+    /// The kernel's debug dump (with `exit_dump_len`), if any.
+    pub dump: String,
+    /// The counters after the scheduler stopped (quiescent, so they add up exactly).
+    pub stats: Stats,
+}
+
+impl ExitReport {
+    /// True when the kernel asks the scheduler to re-initialise and carry on (e.g. after CPU
+    /// hotplug).
+    pub fn should_restart(&self) -> bool {
+        self.exit_code & SCX_ECODE_ACT_RESTART != 0
+    }
+}
+
+impl std::fmt::Display for ExitReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.kind)?;
+        if !self.reason.is_empty() {
+            write!(f, ": {}", self.reason)?;
+        }
+        if !self.message.is_empty() {
+            write!(f, " ({})", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_kinds() {
+        assert_eq!(ExitKind::from_raw(64), ExitKind::Unregistered);
+        assert!(ExitKind::from_raw(1026).is_error());
+        assert!(!ExitKind::from_raw(66).is_error());
+        assert_eq!(ExitKind::from_raw(5000), ExitKind::Other(5000));
+        let r = ExitReport {
+            kind: ExitKind::UnregisteredKernel,
+            exit_code: SCX_ECODE_ACT_RESTART | (1 << 32),
+            reason: "hotplug".into(),
+            message: String::new(),
+            dump: String::new(),
+            stats: Stats::default(),
+        };
+        assert!(r.should_restart());
+        assert_eq!(r.to_string(), "UnregisteredKernel: hotplug");
+    }
+
+    #[test]
+    fn support_check_names_the_missing_feature() {
+        let err = check_support(std::path::Path::new("/nonexistent")).unwrap_err();
+        assert!(matches!(err, Error::Unsupported));
+        assert!(err.to_string().contains("CONFIG_SCHED_CLASS_EXT=y"));
+        let dir = std::env::temp_dir().join(format!("scx-userland-support-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sched_ext")).unwrap();
+        assert!(check_support(&dir).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_arguments_are_typed_errors() {
+        assert!(matches!(
+            BpfScheduler::init(0, 1, false, false, false),
+            Err(Error::InvalidSlice { .. })
+        ));
+        assert!(matches!(
+            BpfScheduler::init(u64::MAX, 1, false, false, false),
+            Err(Error::InvalidSlice { .. })
+        ));
+        assert!(matches!(
+            BpfScheduler::init(5000, 0, false, false, false),
+            Err(Error::InvalidNrCpus { .. })
+        ));
+        assert!(matches!(
+            BpfScheduler::init(5000, 1 << 20, false, false, false),
+            Err(Error::InvalidNrCpus { .. })
+        ));
+        assert!(matches!(
+            BpfScheduler::builder().name("bad name!").build(),
+            Err(Error::InvalidName(_))
+        ));
+        assert!(matches!(
+            BpfScheduler::builder().timeout_ms(0).build(),
+            Err(Error::InvalidTimeout(0))
+        ));
+    }
+}

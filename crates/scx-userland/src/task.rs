@@ -1,0 +1,232 @@
+//! The two records a scheduler works with: [`QueuedTask`] in, [`DispatchedTask`] (or the fuller
+//! [`Dispatch`]) out.
+
+use scx_userland_sys as sys;
+
+/// `DispatchedTask::cpu` / `Dispatch::cpu` value: run on any CPU the task may use.
+pub const RL_CPU_ANY: i32 = sys::RL_CPU_ANY;
+
+/// The time slice a dispatch gets when it asks for 0, unless `init` set another default.
+pub const SLICE_DEFAULT_NS: u64 = sys::RL_SLICE_DFL_NS as u64;
+
+/// The longest time slice a dispatch may ask for; longer ones are clamped to it (so one task
+/// can never starve the others into the kernel's watchdog).
+pub const SLICE_MAX_NS: u64 = sys::RL_SLICE_MAX_NS as u64;
+
+/// A task that wants a CPU, as reported by the BPF component.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueuedTask {
+    /// Thread id.
+    pub pid: i32,
+    /// The CPU the task is enqueued on: the CPU the kernel picked for it (an idle one when
+    /// [`QueuedTask::idle_cpu`] is true). Negative: the task exited, and needs no dispatch.
+    pub cpu: i32,
+    /// Process (thread group) id.
+    pub tgid: i32,
+    /// Number of CPUs the task may run on.
+    pub nr_cpus_allowed: i32,
+    /// Affinity generation: pass it back in the dispatch unchanged.
+    pub cpumask_cnt: u64,
+    /// The kernel's `SCX_ENQ_*` flags of this enqueue.
+    pub flags: u64,
+    /// Total CPU time consumed (ns).
+    pub sum_exec_runtime: u64,
+    /// CPU time consumed since the task last woke up (ns).
+    pub exec_runtime: u64,
+    /// Scheduling weight (100 = nice 0; higher = more important).
+    pub weight: u64,
+    /// When the task last started running (ns, CLOCK_MONOTONIC; 0 = never).
+    pub start_ts: u64,
+    /// When the task last stopped running (ns, CLOCK_MONOTONIC; 0 = never).
+    pub stop_ts: u64,
+    /// When it was queued (ns, CLOCK_MONOTONIC).
+    pub enq_ts: u64,
+    /// The task's virtual time in the kernel's ordering.
+    pub vtime: u64,
+    /// `RL_QF_*` flags (see the accessors).
+    pub rl_flags: u32,
+    /// The task's command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+impl QueuedTask {
+    pub(crate) fn from_raw(raw: &sys::queued_task_ctx) -> Self {
+        Self {
+            pid: raw.pid,
+            cpu: raw.cpu,
+            tgid: raw.tgid,
+            nr_cpus_allowed: raw.nr_cpus_allowed,
+            cpumask_cnt: raw.cpumask_cnt,
+            flags: raw.enq_flags,
+            sum_exec_runtime: raw.sum_exec_runtime,
+            exec_runtime: raw.exec_runtime,
+            weight: raw.weight,
+            start_ts: raw.start_ts,
+            stop_ts: raw.stop_ts,
+            enq_ts: raw.enq_ts,
+            vtime: raw.vtime,
+            rl_flags: raw.flags,
+            comm: raw.comm.map(|c| c as u8),
+        }
+    }
+
+    /// True for the notice that the task exited (`cpu < 0`): nothing to dispatch.
+    pub fn is_exiting(&self) -> bool {
+        self.cpu < 0
+    }
+
+    /// True when `cpu` was idle at enqueue time and is held for this task.
+    pub fn idle_cpu(&self) -> bool {
+        self.rl_flags & sys::RL_QF_IDLE_CPU != 0
+    }
+
+    /// True when the task just woke up (rather than being preempted or re-queued).
+    pub fn is_wakeup(&self) -> bool {
+        self.rl_flags & sys::RL_QF_WAKEUP != 0
+    }
+
+    /// True for kernel threads.
+    pub fn is_kthread(&self) -> bool {
+        self.rl_flags & sys::RL_QF_KTHREAD != 0
+    }
+
+    /// The command name as text.
+    pub fn comm_str(&self) -> &str {
+        let end = self.comm.iter().position(|&c| c == 0).unwrap_or(self.comm.len());
+        std::str::from_utf8(&self.comm[..end]).unwrap_or("?")
+    }
+}
+
+/// A scheduling decision: run task `pid` on `cpu` for `slice_ns`.
+///
+/// This is the seed API's record and stays exactly these four fields, so
+/// `DispatchedTask { pid, cpu, cpumask_cnt, slice_ns }` always compiles. For a virtual time
+/// or enqueue flags, use [`Dispatch`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchedTask {
+    /// The task's pid, from its [`QueuedTask`].
+    pub pid: i32,
+    /// Target CPU, or [`RL_CPU_ANY`].
+    pub cpu: i32,
+    /// The [`QueuedTask::cpumask_cnt`] the decision was made with.
+    pub cpumask_cnt: u64,
+    /// Time slice in ns; 0 = the scheduler's default; above [`SLICE_MAX_NS`] is clamped.
+    pub slice_ns: u64,
+}
+
+impl DispatchedTask {
+    /// A decision for `task`: its own CPU, default slice.
+    pub fn new(task: &QueuedTask) -> Self {
+        Self {
+            pid: task.pid,
+            cpu: task.cpu,
+            cpumask_cnt: task.cpumask_cnt,
+            slice_ns: 0,
+        }
+    }
+}
+
+/// A scheduling decision with everything a modern kernel can take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The task's pid.
+    pub pid: i32,
+    /// Target CPU, or [`RL_CPU_ANY`].
+    pub cpu: i32,
+    /// The [`QueuedTask::cpumask_cnt`] the decision was made with.
+    pub cpumask_cnt: u64,
+    /// Time slice in ns; 0 = default; clamped to [`SLICE_MAX_NS`].
+    pub slice_ns: u64,
+    /// For [`RL_CPU_ANY`] dispatches: order among them by this virtual time (smaller runs
+    /// first; compared with wrap-around, like the kernel does). 0 = plain FIFO.
+    pub vtime: u64,
+    /// Preempt whatever runs on `cpu` (ignored for [`RL_CPU_ANY`]).
+    pub preempt: bool,
+    /// Queue ahead of the tasks already waiting instead of behind them (not with `vtime`).
+    pub head: bool,
+}
+
+impl Dispatch {
+    /// A decision for `task`: its own CPU, default slice, FIFO.
+    pub fn new(task: &QueuedTask) -> Self {
+        DispatchedTask::new(task).into()
+    }
+
+    pub(crate) fn to_raw(self) -> sys::dispatched_task_ctx {
+        let mut flags = 0u64;
+        if self.preempt {
+            flags |= sys::RL_DF_PREEMPT as u64;
+        }
+        if self.head {
+            flags |= sys::RL_DF_HEAD as u64;
+        }
+        sys::dispatched_task_ctx {
+            pid: self.pid,
+            cpu: self.cpu,
+            cpumask_cnt: self.cpumask_cnt,
+            slice_ns: self.slice_ns.min(SLICE_MAX_NS),
+            vtime: self.vtime,
+            flags,
+        }
+    }
+}
+
+impl From<DispatchedTask> for Dispatch {
+    fn from(t: DispatchedTask) -> Self {
+        Self {
+            pid: t.pid,
+            cpu: t.cpu,
+            cpumask_cnt: t.cpumask_cnt,
+            slice_ns: t.slice_ns,
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_literal_and_conversion() {
+        let t = DispatchedTask {
+            pid: 7,
+            cpu: 1,
+            cpumask_cnt: 3,
+            slice_ns: 0,
+        };
+        let raw = Dispatch::from(t).to_raw();
+        assert_eq!((raw.pid, raw.cpu, raw.cpumask_cnt, raw.slice_ns), (7, 1, 3, 0));
+        assert_eq!((raw.vtime, raw.flags), (0, 0));
+    }
+
+    #[test]
+    fn slice_is_clamped_and_flags_encoded() {
+        let d = Dispatch {
+            pid: 1,
+            cpu: RL_CPU_ANY,
+            slice_ns: u64::MAX,
+            preempt: true,
+            head: true,
+            ..Dispatch::default()
+        };
+        let raw = d.to_raw();
+        assert_eq!(raw.slice_ns, SLICE_MAX_NS);
+        assert_eq!(raw.flags, (sys::RL_DF_PREEMPT | sys::RL_DF_HEAD) as u64);
+    }
+
+    #[test]
+    fn queued_task_accessors() {
+        let mut raw = sys::queued_task_ctx {
+            pid: 42,
+            cpu: -1,
+            flags: sys::RL_QF_IDLE_CPU | sys::RL_QF_WAKEUP,
+            ..Default::default()
+        };
+        raw.comm[..4].copy_from_slice(&[b'b' as _, b'a' as _, b's' as _, b'h' as _]);
+        let t = QueuedTask::from_raw(&raw);
+        assert!(t.is_exiting() && t.idle_cpu() && t.is_wakeup() && !t.is_kthread());
+        assert_eq!(t.comm_str(), "bash");
+        assert_eq!(DispatchedTask::new(&t).pid, 42);
+    }
+}

@@ -1,0 +1,196 @@
+//! The framework end to end on a real sched_ext kernel: scx-fifo and the seed example attach,
+//! carry a mixed workload, account for every task, and detach cleanly; `get_cpu_pid` and
+//! partial mode do what they say.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{assert_accounting, counters, mixed_workload, SchedProc};
+use scx_userland::{BpfScheduler, DispatchedTask, Error, RL_CPU_ANY};
+use vm_tests::{read_state, ChildGuard};
+
+const WORK: Duration = Duration::from_secs(20);
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn attach_then_sigint_detaches() {
+    let sched = SchedProc::start("scx-fifo", &["--stats-interval", "0"]);
+    assert_eq!(read_state().unwrap(), "enabled");
+    let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops").unwrap();
+    assert_eq!(ops.trim(), "scx_fifo");
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, lines, _) = sched.stop();
+    assert!(status.success(), "scx-fifo exited with {status}: {lines:#?}");
+    let exit = lines.iter().find(|l| l.contains("exit:")).expect("an exit line");
+    assert!(exit.contains("unregistered from user space"), "{exit}");
+    assert_eq!(read_state().unwrap(), "disabled");
+}
+
+fn mixed_work_under(name: &str, args: &[&str]) {
+    let sched = SchedProc::start(name, args);
+    mixed_workload(WORK);
+    // Idle for a moment: the scheduler must report nothing left queued.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(read_state().unwrap(), "enabled", "{name} was ejected during the workload");
+    let before = sched.lines();
+    let (status, lines, _) = sched.stop();
+    assert!(status.success(), "{name} exited with {status}");
+    if args.contains(&"1") {
+        let idle = counters(&before, "stats");
+        assert_eq!(idle["queued"], 0, "nr_queued back to 0 when idle: {idle:?}");
+    }
+    let c = counters(&lines, "final");
+    println!("{name} final counters: {c:?}");
+    assert_accounting(&c);
+    // The pinned task moved mid-run and its new affinity was honoured without an ejection:
+    // any dispatch made for the old CPU was bounced, never dropped (accounting above).
+}
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn scx_fifo_runs_mixed_work() {
+    mixed_work_under("scx-fifo", &["--stats-interval", "1"]);
+}
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn seed_example_runs_mixed_work() {
+    mixed_work_under("seed_fifo", &[]);
+}
+
+/// Run a FIFO loop in this process for `dur`, calling `probe` after every pass.
+fn fifo_for(bpf: &mut BpfScheduler, dur: Duration, mut probe: impl FnMut(&mut BpfScheduler)) {
+    let end = Instant::now() + dur;
+    while Instant::now() < end {
+        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
+            if task.cpu >= 0 {
+                let mut d = DispatchedTask::new(&task);
+                if !task.idle_cpu() {
+                    d.cpu = RL_CPU_ANY;
+                }
+                bpf.dispatch_task(&d).expect("dispatch");
+            }
+        }
+        probe(bpf);
+        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
+    }
+}
+
+fn spinner_on(cpu: usize) -> ChildGuard {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "while :; do :; done"]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    ChildGuard::spawn(&mut cmd).expect("spawn the spinner")
+}
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn get_cpu_pid_tracks_a_pinned_task() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert!(cpus >= 2, "this test needs 2 CPUs");
+    let target = cpus - 1;
+    let mut bpf = BpfScheduler::init(5000, cpus as i32, false, false, false).expect("init");
+
+    // Nothing of ours runs on the target CPU yet: it is idle most of the time.
+    let (mut idle, mut samples) = (0, 0);
+    fifo_for(&mut bpf, Duration::from_millis(800), |b| {
+        samples += 1;
+        idle += (b.get_cpu_pid(target as i32) == 0) as u32;
+    });
+    println!("cpu {target} idle in {idle}/{samples} samples before the spinner");
+    assert!(samples > 0 && idle * 2 > samples, "cpu {target} should read 0 while idle");
+
+    let mut spinner = spinner_on(target);
+    let pid = spinner.id();
+    let (mut hits, mut samples) = (0, 0);
+    fifo_for(&mut bpf, Duration::from_secs(3), |b| {
+        samples += 1;
+        hits += (b.get_cpu_pid(target as i32) == pid) as u32;
+    });
+    println!("cpu {target} showed spinner {pid} in {hits}/{samples} samples");
+    assert!(hits * 2 > samples, "the busy pinned task should own cpu {target}");
+    assert_eq!(bpf.get_cpu_pid(-1), 0);
+    assert_eq!(bpf.get_cpu_pid(9999), 0);
+    drop(spinner.stop(libc::SIGKILL, Duration::from_secs(5)));
+
+    let report = bpf.shutdown_and_report().expect("report");
+    assert_eq!(report.kind, scx_userland::ExitKind::Unregistered, "{report}");
+}
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn partial_mode_takes_only_sched_ext_tasks() {
+    let mut bpf = BpfScheduler::builder().partial(true).build().expect("init partial");
+    let busy = "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.2; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done";
+
+    let mut ext = Command::new("/bin/sh");
+    ext.args(["-c", busy]);
+    // SAFETY: only a syscall between fork and exec.
+    unsafe {
+        ext.pre_exec(|| {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SCHED_EXT is policy 7.
+            if libc::sched_setscheduler(0, 7, &param) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut ext = ChildGuard::spawn(&mut ext).expect("spawn the SCHED_EXT task");
+    let mut other = ChildGuard::spawn(Command::new("/bin/sh").args(["-c", busy])).expect("spawn");
+    let (ext_pid, other_pid) = (ext.id() as i32, other.id() as i32);
+
+    let mut seen = std::collections::HashSet::new();
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut exited = (false, false);
+    while Instant::now() < end && !(exited.0 && exited.1) {
+        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
+            seen.insert(task.pid);
+            if task.cpu >= 0 {
+                bpf.dispatch_task(&DispatchedTask::new(&task)).expect("dispatch");
+            }
+        }
+        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
+        exited.0 |= ext.child().try_wait().unwrap().is_some();
+        exited.1 |= other.child().try_wait().unwrap().is_some();
+    }
+    assert!(exited.0 && exited.1, "both tasks should finish");
+    assert!(seen.contains(&ext_pid), "the SCHED_EXT task went through user space");
+    assert!(!seen.contains(&other_pid), "a SCHED_NORMAL task reached user space in partial mode");
+    let report = bpf.shutdown_and_report().unwrap();
+    assert_eq!(report.kind, scx_userland::ExitKind::Unregistered, "{report}");
+}
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn second_init_and_bad_dispatches_are_typed_errors() {
+    let mut bpf = BpfScheduler::init(5000, 2, false, false, false).expect("init");
+    assert!(matches!(
+        BpfScheduler::init(5000, 2, false, false, false),
+        Err(Error::AlreadyAttached(_))
+    ));
+    let bad = |pid, cpu| DispatchedTask { pid, cpu, cpumask_cnt: 0, slice_ns: 0 };
+    assert!(matches!(bpf.dispatch_task(&bad(1, -5)), Err(Error::InvalidCpu { .. })));
+    assert!(matches!(bpf.dispatch_task(&bad(1, 9999)), Err(Error::InvalidCpu { .. })));
+    assert!(matches!(bpf.dispatch_task(&bad(0, 0)), Err(Error::InvalidPid(0))));
+    // Accepted and handled in BPF: a pid that does not exist, and one never queued (pid 1).
+    bpf.dispatch_task(&bad(4_000_000, 0)).unwrap();
+    bpf.dispatch_task(&bad(1, RL_CPU_ANY)).unwrap();
+    fifo_for(&mut bpf, Duration::from_secs(1), |_| {});
+    let report = bpf.shutdown_and_report().unwrap();
+    assert_eq!(report.kind, scx_userland::ExitKind::Unregistered, "{report}");
+    assert!(report.stats.nr_cancel_dispatches >= 2, "{}", report.stats);
+}
