@@ -11,7 +11,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-
 #[path = "build_support/sources.rs"]
 mod sources;
 
@@ -37,8 +36,11 @@ fn main() {
     let obj = if build {
         let obj = out.join("userland.bpf.o");
         compile(&manifest, &obj);
-        fs::write(out.join("userland.bpf.o.sha256"), format!("{source_hash}\n"))
-            .expect("write the object's source hash");
+        fs::write(
+            out.join("userland.bpf.o.sha256"),
+            format!("{source_hash}\n"),
+        )
+        .expect("write the object's source hash");
         obj
     } else {
         manifest.join("vendored/userland.bpf.o")
@@ -53,15 +55,29 @@ fn main() {
 }
 
 fn compile(manifest: &Path, obj: &Path) {
-    let clang = env::var_os("CLANG").map(PathBuf::from).unwrap_or_else(find_clang);
+    let clang = env::var_os("CLANG")
+        .map(PathBuf::from)
+        .unwrap_or_else(find_clang);
     let libbpf_include = env::var_os("DEP_BPF_INCLUDE")
         .map(PathBuf::from)
         .expect("libbpf-sys exports its headers (DEP_BPF_INCLUDE)");
     let status = Command::new(&clang)
-        .args(["-g", "-O2", "-target", "bpf", "-mcpu=v3", "-D__TARGET_ARCH_x86"])
+        .args([
+            "-g",
+            "-O2",
+            "-target",
+            "bpf",
+            "-mcpu=v3",
+            "-D__TARGET_ARCH_x86",
+        ])
         // Kernels from 6.19 on are built with -fms-extensions; their BTF (and so vmlinux.h)
         // embeds anonymous members by tag.
-        .args(["-fms-extensions", "-Wno-microsoft-anon-tag", "-Wall", "-Werror"])
+        .args([
+            "-fms-extensions",
+            "-Wno-microsoft-anon-tag",
+            "-Wall",
+            "-Werror",
+        ])
         .arg(format!("-fdebug-prefix-map={}=.", manifest.display()))
         .arg("-I")
         .arg(manifest.join("src/bpf"))
@@ -84,7 +100,12 @@ fn compile(manifest: &Path, obj: &Path) {
 
     // DWARF is not needed at run time (BTF is kept): strip it when llvm-strip is at hand.
     for strip in ["llvm-strip-19", "llvm-strip"] {
-        if Command::new(strip).arg("-g").arg(obj).status().is_ok_and(|s| s.success()) {
+        if Command::new(strip)
+            .arg("-g")
+            .arg(obj)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
             break;
         }
     }

@@ -18,7 +18,7 @@ use crate::setup::{self, Need};
 use crate::workspace_root;
 
 /// `cargo xtask codegen` arguments.
-#[derive(clap::Args)]
+#[derive(clap::Parser)]
 pub struct CodegenArgs {
     /// Only check that the checked-in artefacts are current; exit non-zero if not.
     #[arg(long)]

@@ -1,10 +1,48 @@
-//! `cargo xtask test`: every test the project has. (OWNER: lead)
-use anyhow::Result;
+//! `cargo xtask test`: every test the project has, in one command.
+//!
+//! 1. installs what is missing (`cargo xtask setup`),
+//! 2. checks the generated files are current (`cargo xtask codegen --check`),
+//! 3. runs the host tests (`cargo test --workspace`),
+//! 4. runs the VM suite on the sched_ext kernels (`cargo xtask vm-test --kernels all`).
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use crate::{codegen, setup, vm_test, workspace_root};
 
 /// `cargo xtask test` arguments.
 #[derive(clap::Args)]
-pub struct TestArgs {}
+pub struct TestArgs {
+    /// Kernels for the VM suite (as `vm-test --kernels`).
+    #[arg(long, default_value = "all")]
+    kernels: String,
+    /// Use cached kernels only (as `vm-test --offline`).
+    #[arg(long)]
+    offline: bool,
+}
 
-pub fn run(_args: TestArgs) -> Result<()> {
-    anyhow::bail!("not yet implemented")
+pub fn run(args: TestArgs) -> Result<()> {
+    setup::ensure(setup::ALL)?;
+
+    println!("xtask test: checking generated files");
+    codegen::run(codegen::CodegenArgs::parse_from(["codegen", "--check"]))?;
+
+    println!("xtask test: cargo test --workspace");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["test", "--workspace"])
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("cargo test --workspace failed");
+    }
+
+    println!("xtask test: VM suite on kernels {}", args.kernels);
+    let mut vm_args = vec!["vm-test", "--kernels", &args.kernels];
+    if args.offline {
+        vm_args.push("--offline");
+    }
+    vm_test::run(vm_test::VmTestArgs::parse_from(vm_args))
 }

@@ -23,7 +23,13 @@ pub const SOURCE_HASH: &str = env!("SCX_USERLAND_BPF_SOURCE_HASH");
 pub const OBJECT_SOURCE_HASH: &str = include_str!("../vendored/userland.bpf.o.sha256");
 
 /// The libbpf-cargo skeleton of [`OBJECT`].
-#[allow(missing_docs, clippy::all, non_camel_case_types, non_snake_case, non_upper_case_globals)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals
+)]
 pub mod skel {
     include!(concat!(env!("OUT_DIR"), "/skel.rs"));
 }

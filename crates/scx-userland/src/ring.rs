@@ -114,7 +114,9 @@ impl RingReader {
     /// Bytes produced and not yet consumed.
     pub(crate) fn pending(&self) -> u64 {
         let cons = self.consumer_pos().load(Ordering::Relaxed);
-        self.producer_pos().load(Ordering::Acquire).wrapping_sub(cons)
+        self.producer_pos()
+            .load(Ordering::Acquire)
+            .wrapping_sub(cons)
     }
 
     /// Consume up to `max` committed records, handing each one's bytes to `f`; returns how many
@@ -170,7 +172,12 @@ impl RingWriter {
             return Err(io::Error::other("ring size is not a power of two"));
         }
         let consumer = Mapping::new(fd, page, libc::PROT_READ, 0)?;
-        let producer = Mapping::new(fd, page + 2 * size, libc::PROT_READ | libc::PROT_WRITE, page)?;
+        let producer = Mapping::new(
+            fd,
+            page + 2 * size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            page,
+        )?;
         let mut this = Self {
             consumer,
             producer,

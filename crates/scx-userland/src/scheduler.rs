@@ -307,7 +307,11 @@ impl<'a> BpfScheduler<'a> {
         res
     }
 
-    fn start_attached(opts: &BpfSchedulerBuilder, nr_cpus: u64, nr_cpu_ids: u32) -> Result<Self, Error> {
+    fn start_attached(
+        opts: &BpfSchedulerBuilder,
+        nr_cpus: u64,
+        nr_cpu_ids: u32,
+    ) -> Result<Self, Error> {
         if let Some(current) = attached_scheduler() {
             return Err(Error::AlreadyAttached(current));
         }
@@ -326,14 +330,16 @@ impl<'a> BpfScheduler<'a> {
         this.bss_mut().nr_online_cpus = nr_cpus;
         if opts.lock_memory {
             // SAFETY: mlockall has no memory-safety preconditions.
-            this.locked_memory = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == 0;
+            this.locked_memory =
+                unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == 0;
         }
-        let link = this.skel.maps.userland_ops.attach_struct_ops().map_err(|e| {
-            match attached_scheduler() {
-                Some(other) => Error::AlreadyAttached(other),
-                None => Error::Attach(e),
-            }
-        })?;
+        let link =
+            this.skel.maps.userland_ops.attach_struct_ops().map_err(
+                |e| match attached_scheduler() {
+                    Some(other) => Error::AlreadyAttached(other),
+                    None => Error::Attach(e),
+                },
+            )?;
         this.link = Some(link);
         Ok(this)
     }
@@ -347,9 +353,11 @@ impl<'a> BpfScheduler<'a> {
         let rings = (|| {
             let queued = RingReader::new(skel.maps.queued.as_fd(), skel.maps.queued.max_entries())
                 .map_err(Error::io("mapping the queued ring"))?;
-            let dispatched =
-                RingWriter::new(skel.maps.dispatched.as_fd(), skel.maps.dispatched.max_entries())
-                    .map_err(Error::io("mapping the dispatched ring"))?;
+            let dispatched = RingWriter::new(
+                skel.maps.dispatched.as_fd(),
+                skel.maps.dispatched.max_entries(),
+            )
+            .map_err(Error::io("mapping the dispatched ring"))?;
             let epoll = epoll_for(skel.maps.queued.as_fd().as_raw_fd())?;
             Ok((queued, dispatched, epoll))
         })();
@@ -377,11 +385,19 @@ impl<'a> BpfScheduler<'a> {
     }
 
     fn bss(&self) -> &types::bss {
-        self.skel.maps.bss_data.as_deref().expect("the object has a .bss")
+        self.skel
+            .maps
+            .bss_data
+            .as_deref()
+            .expect("the object has a .bss")
     }
 
     fn bss_mut(&mut self) -> &mut types::bss {
-        self.skel.maps.bss_data.as_deref_mut().expect("the object has a .bss")
+        self.skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .expect("the object has a .bss")
     }
 
     /// The next task that wants a CPU, or `None` when none is waiting. Never blocks.
@@ -452,7 +468,11 @@ impl<'a> BpfScheduler<'a> {
                 // Full: let our CPU go through the kernel's dispatch path, which drains it.
                 self.dispatched.publish();
                 if tries == 1000 || self.exited() {
-                    return Err(if self.exited() { Error::Exited } else { Error::DispatchRingFull });
+                    return Err(if self.exited() {
+                        Error::Exited
+                    } else {
+                        Error::DispatchRingFull
+                    });
                 }
                 tries += 1;
                 std::thread::yield_now();
@@ -481,7 +501,11 @@ impl<'a> BpfScheduler<'a> {
     ///
     /// When both end up zero and no task is waiting, this sleeps until a task arrives (or
     /// ~100 ms pass, or a [`Waker`] fires), so a loop of dequeue/dispatch/update never spins.
-    pub fn update_tasks(&mut self, nr_queued: Option<u64>, nr_scheduled: Option<u64>) -> Result<(), Error> {
+    pub fn update_tasks(
+        &mut self,
+        nr_queued: Option<u64>,
+        nr_scheduled: Option<u64>,
+    ) -> Result<(), Error> {
         let bss = self.bss_mut();
         if let Some(n) = nr_queued {
             bss.nr_queued = n;
@@ -565,7 +589,11 @@ impl<'a> BpfScheduler<'a> {
             });
         }
         // SAFETY: CPU_ISSET reads the set in bounds (cpu < CPU_SETSIZE is checked).
-        let allowed = |cpu: i32| cpu >= 0 && (cpu as usize) < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(cpu as usize, &set) };
+        let allowed = |cpu: i32| {
+            cpu >= 0
+                && (cpu as usize) < libc::CPU_SETSIZE as usize
+                && unsafe { libc::CPU_ISSET(cpu as usize, &set) }
+        };
         if allowed(prev_cpu) && self.get_cpu_pid(prev_cpu) == 0 {
             return Ok(Some(prev_cpu));
         }
@@ -687,12 +715,16 @@ fn epoll_for(ring_fd: i32) -> Result<(OwnedFd, Waker), Error> {
     unsafe {
         let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
         if ep < 0 {
-            return Err(Error::io("creating an epoll set")(std::io::Error::last_os_error()));
+            return Err(Error::io("creating an epoll set")(
+                std::io::Error::last_os_error(),
+            ));
         }
         let ep = OwnedFd::from_raw_fd(ep);
         let ev = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
         if ev < 0 {
-            return Err(Error::io("creating an eventfd")(std::io::Error::last_os_error()));
+            return Err(Error::io("creating an eventfd")(
+                std::io::Error::last_os_error(),
+            ));
         }
         let ev = OwnedFd::from_raw_fd(ev);
         for (fd, token) in [(ring_fd, RING_TOKEN), (ev.as_raw_fd(), WAKER_TOKEN)] {
@@ -701,7 +733,9 @@ fn epoll_for(ring_fd: i32) -> Result<(OwnedFd, Waker), Error> {
                 u64: token,
             };
             if libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) != 0 {
-                return Err(Error::io("watching the queued ring")(std::io::Error::last_os_error()));
+                return Err(Error::io("watching the queued ring")(
+                    std::io::Error::last_os_error(),
+                ));
             }
         }
         Ok((ep, Waker(Arc::new(ev))))
@@ -741,8 +775,14 @@ fn load(
     opts: &BpfSchedulerBuilder,
     storage: &'static mut MaybeUninit<OpenObject>,
 ) -> Result<UserlandSkel<'static>, Error> {
-    let mut open = UserlandSkelBuilder::default().open(storage).map_err(Error::Load)?;
-    let rodata = open.maps.rodata_data.as_deref_mut().expect("the object has a .rodata");
+    let mut open = UserlandSkelBuilder::default()
+        .open(storage)
+        .map_err(Error::Load)?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .expect("the object has a .rodata");
     // SAFETY: getpid has no preconditions.
     rodata.usersched_tgid = unsafe { libc::getpid() };
     rodata.slice_ns_dfl = opts.slice_us * 1000;

@@ -92,7 +92,11 @@ impl QueuedTask {
 
     /// The command name as text.
     pub fn comm_str(&self) -> &str {
-        let end = self.comm.iter().position(|&c| c == 0).unwrap_or(self.comm.len());
+        let end = self
+            .comm
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(self.comm.len());
         std::str::from_utf8(&self.comm[..end]).unwrap_or("?")
     }
 }
@@ -196,7 +200,10 @@ mod tests {
             slice_ns: 0,
         };
         let raw = Dispatch::from(t).to_raw();
-        assert_eq!((raw.pid, raw.cpu, raw.cpumask_cnt, raw.slice_ns), (7, 1, 3, 0));
+        assert_eq!(
+            (raw.pid, raw.cpu, raw.cpumask_cnt, raw.slice_ns),
+            (7, 1, 3, 0)
+        );
         assert_eq!((raw.vtime, raw.flags), (0, 0));
     }
 

@@ -4,8 +4,9 @@
 
 mod common;
 
+use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_accounting, counters, mixed_workload, SchedProc};
@@ -23,8 +24,14 @@ fn attach_then_sigint_detaches() {
     assert_eq!(ops.trim(), "scx_fifo");
     std::thread::sleep(Duration::from_millis(500));
     let (status, lines, _) = sched.stop();
-    assert!(status.success(), "scx-fifo exited with {status}: {lines:#?}");
-    let exit = lines.iter().find(|l| l.contains("exit:")).expect("an exit line");
+    assert!(
+        status.success(),
+        "scx-fifo exited with {status}: {lines:#?}"
+    );
+    let exit = lines
+        .iter()
+        .find(|l| l.contains("exit:"))
+        .expect("an exit line");
     assert!(exit.contains("unregistered from user space"), "{exit}");
     assert_eq!(read_state().unwrap(), "disabled");
 }
@@ -34,7 +41,11 @@ fn mixed_work_under(name: &str, args: &[&str]) {
     mixed_workload(WORK);
     // Idle for a moment: the scheduler must report nothing left queued.
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(read_state().unwrap(), "enabled", "{name} was ejected during the workload");
+    assert_eq!(
+        read_state().unwrap(),
+        "enabled",
+        "{name} was ejected during the workload"
+    );
     let before = sched.lines();
     let (status, lines, _) = sched.stop();
     assert!(status.success(), "{name} exited with {status}");
@@ -79,9 +90,13 @@ fn fifo_for(bpf: &mut BpfScheduler, dur: Duration, mut probe: impl FnMut(&mut Bp
     }
 }
 
+/// A busy loop pinned to `cpu`, started now but spinning only once [`release`]d: the thread
+/// that runs the scheduler must never block on a task it schedules itself (spawning one
+/// waits for its exec), so it is spawned before the scheduler attaches.
 fn spinner_on(cpu: usize) -> ChildGuard {
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", "while :; do :; done"]);
+    cmd.args(["-c", "read go; while :; do :; done"])
+        .stdin(Stdio::piped());
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -96,12 +111,20 @@ fn spinner_on(cpu: usize) -> ChildGuard {
     ChildGuard::spawn(&mut cmd).expect("spawn the spinner")
 }
 
+fn release(spinner: &mut ChildGuard) {
+    let stdin = spinner.child().stdin.as_mut().expect("piped stdin");
+    stdin.write_all(b"go\n").expect("start the spinner");
+}
+
 #[test]
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
 fn get_cpu_pid_tracks_a_pinned_task() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     assert!(cpus >= 2, "this test needs 2 CPUs");
     let target = cpus - 1;
+    // This thread runs the scheduler: keep it off the CPU under observation.
+    common::set_affinity(0);
+    let mut spinner = spinner_on(target);
     let mut bpf = BpfScheduler::init(5000, cpus as i32, false, false, false).expect("init");
 
     // Nothing of ours runs on the target CPU yet: it is idle most of the time.
@@ -111,9 +134,12 @@ fn get_cpu_pid_tracks_a_pinned_task() {
         idle += (b.get_cpu_pid(target as i32) == 0) as u32;
     });
     println!("cpu {target} idle in {idle}/{samples} samples before the spinner");
-    assert!(samples > 0 && idle * 2 > samples, "cpu {target} should read 0 while idle");
+    assert!(
+        samples > 0 && idle * 2 > samples,
+        "cpu {target} should read 0 while idle"
+    );
 
-    let mut spinner = spinner_on(target);
+    release(&mut spinner);
     let pid = spinner.id();
     let (mut hits, mut samples) = (0, 0);
     fifo_for(&mut bpf, Duration::from_secs(3), |b| {
@@ -121,19 +147,30 @@ fn get_cpu_pid_tracks_a_pinned_task() {
         hits += (b.get_cpu_pid(target as i32) == pid) as u32;
     });
     println!("cpu {target} showed spinner {pid} in {hits}/{samples} samples");
-    assert!(hits * 2 > samples, "the busy pinned task should own cpu {target}");
+    assert!(
+        hits * 2 > samples,
+        "the busy pinned task should own cpu {target}"
+    );
     assert_eq!(bpf.get_cpu_pid(-1), 0);
     assert_eq!(bpf.get_cpu_pid(9999), 0);
-    drop(spinner.stop(libc::SIGKILL, Duration::from_secs(5)));
 
     let report = bpf.shutdown_and_report().expect("report");
-    assert_eq!(report.kind, scx_userland::ExitKind::Unregistered, "{report}");
+    assert_eq!(
+        report.kind,
+        scx_userland::ExitKind::Unregistered,
+        "{report}"
+    );
+    // Only now wait for the spinner to die: its exit no longer needs our scheduler.
+    drop(spinner.stop(libc::SIGKILL, Duration::from_secs(5)));
 }
 
 #[test]
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
 fn partial_mode_takes_only_sched_ext_tasks() {
-    let mut bpf = BpfScheduler::builder().partial(true).build().expect("init partial");
+    let mut bpf = BpfScheduler::builder()
+        .partial(true)
+        .build()
+        .expect("init partial");
     let busy = "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.2; i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done";
 
     let mut ext = Command::new("/bin/sh");
@@ -158,9 +195,10 @@ fn partial_mode_takes_only_sched_ext_tasks() {
     let mut exited = (false, false);
     while Instant::now() < end && !(exited.0 && exited.1) {
         while let Some(task) = bpf.dequeue_task().expect("dequeue") {
-            seen.insert(task.pid);
             if task.cpu >= 0 {
-                bpf.dispatch_task(&DispatchedTask::new(&task)).expect("dispatch");
+                seen.insert(task.pid);
+                bpf.dispatch_task(&DispatchedTask::new(&task))
+                    .expect("dispatch");
             }
         }
         bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
@@ -168,10 +206,20 @@ fn partial_mode_takes_only_sched_ext_tasks() {
         exited.1 |= other.child().try_wait().unwrap().is_some();
     }
     assert!(exited.0 && exited.1, "both tasks should finish");
-    assert!(seen.contains(&ext_pid), "the SCHED_EXT task went through user space");
-    assert!(!seen.contains(&other_pid), "a SCHED_NORMAL task reached user space in partial mode");
+    assert!(
+        seen.contains(&ext_pid),
+        "the SCHED_EXT task went through user space"
+    );
+    assert!(
+        !seen.contains(&other_pid),
+        "a SCHED_NORMAL task reached user space in partial mode"
+    );
     let report = bpf.shutdown_and_report().unwrap();
-    assert_eq!(report.kind, scx_userland::ExitKind::Unregistered, "{report}");
+    assert_eq!(
+        report.kind,
+        scx_userland::ExitKind::Unregistered,
+        "{report}"
+    );
 }
 
 #[test]
@@ -182,15 +230,33 @@ fn second_init_and_bad_dispatches_are_typed_errors() {
         BpfScheduler::init(5000, 2, false, false, false),
         Err(Error::AlreadyAttached(_))
     ));
-    let bad = |pid, cpu| DispatchedTask { pid, cpu, cpumask_cnt: 0, slice_ns: 0 };
-    assert!(matches!(bpf.dispatch_task(&bad(1, -5)), Err(Error::InvalidCpu { .. })));
-    assert!(matches!(bpf.dispatch_task(&bad(1, 9999)), Err(Error::InvalidCpu { .. })));
-    assert!(matches!(bpf.dispatch_task(&bad(0, 0)), Err(Error::InvalidPid(0))));
+    let bad = |pid, cpu| DispatchedTask {
+        pid,
+        cpu,
+        cpumask_cnt: 0,
+        slice_ns: 0,
+    };
+    assert!(matches!(
+        bpf.dispatch_task(&bad(1, -5)),
+        Err(Error::InvalidCpu { .. })
+    ));
+    assert!(matches!(
+        bpf.dispatch_task(&bad(1, 9999)),
+        Err(Error::InvalidCpu { .. })
+    ));
+    assert!(matches!(
+        bpf.dispatch_task(&bad(0, 0)),
+        Err(Error::InvalidPid(0))
+    ));
     // Accepted and handled in BPF: a pid that does not exist, and one never queued (pid 1).
     bpf.dispatch_task(&bad(4_000_000, 0)).unwrap();
     bpf.dispatch_task(&bad(1, RL_CPU_ANY)).unwrap();
     fifo_for(&mut bpf, Duration::from_secs(1), |_| {});
     let report = bpf.shutdown_and_report().unwrap();
-    assert_eq!(report.kind, scx_userland::ExitKind::Unregistered, "{report}");
+    assert_eq!(
+        report.kind,
+        scx_userland::ExitKind::Unregistered,
+        "{report}"
+    );
     assert!(report.stats.nr_cancel_dispatches >= 2, "{}", report.stats);
 }

@@ -123,7 +123,8 @@ struct task_ctx {
 	u64 exec_runtime;
 	/* The CPU select_cpu() found idle for this wake-up, or -1. */
 	s32 idle_cpu;
-	u32 __pad;
+	/* Set once a queued record was sent: only such tasks get an exit notice. */
+	u32 reported;
 };
 
 struct {
@@ -239,6 +240,7 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 
 	/* Mark it outstanding before user space can see it. */
 	__sync_lock_test_and_set(&tctx->queued, 1);
+	tctx->reported = 1;
 	bpf_ringbuf_submit(rec, 0);
 	__sync_fetch_and_add(&nr_queued_events, 1);
 }
@@ -397,9 +399,10 @@ s32 BPF_PROG(rl_init_task, struct task_struct *p, struct scx_init_task_args *arg
 SEC("struct_ops/rl_exit_task")
 void BPF_PROG(rl_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
 {
+	struct task_ctx *tctx = lookup_task_ctx(p);
 	struct queued_task_ctx *rec;
 
-	if (is_usersched(p))
+	if (!tctx || !tctx->reported)
 		return;
 	/* Tell user space the task is gone (cpu < 0); best effort when the ring is full. */
 	rec = bpf_ringbuf_reserve(&queued, sizeof(*rec), 0);

@@ -26,12 +26,15 @@ fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn set_affinity(cpu: usize) {
+pub fn set_affinity(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t, filled with CPU_SET and passed with its size.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
     }
 }
 
@@ -87,7 +90,9 @@ pub fn mixed_workload(dur: Duration) -> WorkDone {
         ("pingpongs", n, vec![])
     }));
     for _ in 0..2 {
-        parts.push(std::thread::spawn(move || ("hog_loops", spin_until(deadline), vec![])));
+        parts.push(std::thread::spawn(move || {
+            ("hog_loops", spin_until(deadline), vec![])
+        }));
     }
     parts.push(std::thread::spawn(move || {
         let last = cpu_count() - 1;
@@ -110,7 +115,10 @@ pub fn mixed_workload(dur: Duration) -> WorkDone {
         while Instant::now() < deadline {
             let nice = [-5, 0, 5, 10, 19][n as usize % 5];
             // SAFETY: setting this thread's own nice value.
-            assert_eq!(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) }, 0);
+            assert_eq!(
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) },
+                0
+            );
             spin_until(Instant::now() + Duration::from_millis(20));
             n += 1;
         }
@@ -144,11 +152,21 @@ pub fn mixed_workload(dur: Duration) -> WorkDone {
     }
     let took = start.elapsed();
     println!("workload: {done:?} in {took:.2?}");
-    assert!(done.execs > 0 && done.pingpongs > 0 && done.hog_loops > 0, "{done:?}");
+    assert!(
+        done.execs > 0 && done.pingpongs > 0 && done.hog_loops > 0,
+        "{done:?}"
+    );
     assert!(done.nice_changes > 0 && done.short_threads > 0, "{done:?}");
     let last = cpu_count() as i32 - 1;
-    assert_eq!(done.pinned_cpus_seen, vec![0, last], "the pinned task ran where it was pinned");
-    assert!(took < dur + Duration::from_secs(15), "the workload overran: {took:?}");
+    assert_eq!(
+        done.pinned_cpus_seen,
+        vec![0, last],
+        "the pinned task ran where it was pinned"
+    );
+    assert!(
+        took < dur + Duration::from_secs(15),
+        "the workload overran: {took:?}"
+    );
     done
 }
 
@@ -163,7 +181,11 @@ pub struct SchedProc {
 impl SchedProc {
     /// Start `/bin/<name> args…` and wait until sched_ext is enabled.
     pub fn start(name: &str, args: &[&str]) -> Self {
-        assert_eq!(read_state().unwrap(), "disabled", "a scheduler is already attached");
+        assert_eq!(
+            read_state().unwrap(),
+            "disabled",
+            "a scheduler is already attached"
+        );
         let t0 = Instant::now();
         let mut child = Command::new(guest_bin(name))
             .args(args)
@@ -185,7 +207,12 @@ impl SchedProc {
         let attach_time = wait_for_state("enabled", Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("{name} did not attach: {e}"));
         let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops").unwrap_or_default();
-        println!("{name}: enabled after {:.3?} (launch to enabled {:.3?}), ops {:?}", attach_time, t0.elapsed(), ops.trim());
+        println!(
+            "{name}: enabled after {:.3?} (launch to enabled {:.3?}), ops {:?}",
+            attach_time,
+            t0.elapsed(),
+            ops.trim()
+        );
         Self {
             guard,
             lines,
@@ -210,7 +237,10 @@ impl SchedProc {
             .stop(libc::SIGINT, Duration::from_secs(10))
             .expect("stopping the scheduler");
         let took = t0.elapsed();
-        assert!(!killed, "the scheduler ignored SIGINT for 10 s and had to be killed");
+        assert!(
+            !killed,
+            "the scheduler ignored SIGINT for 10 s and had to be killed"
+        );
         if let Some(r) = self.reader.take() {
             r.join().unwrap();
         }
@@ -235,15 +265,25 @@ pub fn counters(lines: &[String], marker: &str) -> HashMap<String, u64> {
 
 /// The accounting that must hold once the scheduler has stopped.
 pub fn assert_accounting(c: &HashMap<String, u64>) {
-    let g = |k: &str| *c.get(k).unwrap_or_else(|| panic!("counter {k} missing: {c:?}"));
-    assert!(g("user_dispatches") > 0, "nothing went through user space: {c:?}");
+    let g = |k: &str| {
+        *c.get(k)
+            .unwrap_or_else(|| panic!("counter {k} missing: {c:?}"))
+    };
+    assert!(
+        g("user_dispatches") > 0,
+        "nothing went through user space: {c:?}"
+    );
     assert_eq!(
         g("dispatch_records"),
         g("user_dispatches") + g("cancel_dispatches") + g("failed_dispatches"),
         "every dispatch record has exactly one outcome: {c:?}"
     );
     assert_eq!(g("failed_dispatches"), 0, "{c:?}");
-    assert_eq!(g("sched_congested"), 0, "the queued ring never filled: {c:?}");
+    assert_eq!(
+        g("sched_congested"),
+        0,
+        "the queued ring never filled: {c:?}"
+    );
     let in_flight = g("queued_events") - g("dispatch_records").min(g("queued_events"));
     assert!(g("dispatch_records") <= g("queued_events"), "{c:?}");
     assert!(

@@ -1,0 +1,75 @@
+//! scx-fifo on an ordinary host: clear errors, no attach. (The VM suite covers the real kernel.)
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+
+fn scx_fifo(args: &[&str], as_nobody: bool) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scx-fifo"));
+    cmd.args(args).env_remove("RUST_BACKTRACE");
+    if as_nobody && is_root() {
+        cmd.uid(65534).gid(65534);
+    }
+    cmd.output().expect("run scx-fifo")
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+#[test]
+fn non_root_gets_a_permission_error() {
+    let out = scx_fifo(&[], true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("permission denied") && err.contains("root"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_sched_ext_is_named() {
+    if !is_root() {
+        return non_root_gets_a_permission_error();
+    }
+    if std::path::Path::new("/sys/kernel/sched_ext").exists() {
+        // A sched_ext host: argument errors still come before anything touches the kernel.
+        let out = scx_fifo(&["--slice-us", "0"], false);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("invalid time slice"),
+            "{err}"
+        );
+        return;
+    }
+    let out = scx_fifo(&[], false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no sched_ext") && err.contains("CONFIG_SCHED_CLASS_EXT=y"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cargo xtask vm-run"),
+        "the error says what to do: {err}"
+    );
+}
+
+#[test]
+fn help_lists_every_option() {
+    let out = scx_fifo(&["--help"], false);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--slice-us",
+        "--partial",
+        "--full-user",
+        "--debug",
+        "--stats-interval",
+        "--exit-dump-len",
+    ] {
+        assert!(help.contains(opt), "--help lacks {opt}: {help}");
+    }
+}
