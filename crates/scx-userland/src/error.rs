@@ -51,6 +51,14 @@ pub enum Error {
     /// A watchdog timeout outside 1..=30000 ms.
     #[error("invalid timeout {0} ms: it must be between 1 and 30000 ms")]
     InvalidTimeout(u32),
+    /// A stall-guard timeout outside 10..=10000 ms or not below the watchdog timeout.
+    #[error("invalid stall timeout {stall_ms} ms: use 10 to 10000 ms, below the watchdog's {timeout_ms} ms")]
+    InvalidStallTimeout {
+        /// The stall timeout asked for.
+        stall_ms: u32,
+        /// The watchdog timeout in force.
+        timeout_ms: u32,
+    },
     /// A pid that cannot name a task (zero or negative).
     #[error("invalid pid {0}: pids are positive")]
     InvalidPid(i32),

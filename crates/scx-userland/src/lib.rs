@@ -27,12 +27,15 @@
 #![deny(missing_docs)]
 
 mod error;
-mod ring;
+pub mod ring;
 mod scheduler;
 mod task;
 mod topology;
 
 pub use error::Error;
 pub use scheduler::{BpfScheduler, BpfSchedulerBuilder, ExitKind, ExitReport, Stats, Waker};
-pub use task::{Dispatch, DispatchedTask, QueuedTask, RL_CPU_ANY, SLICE_DEFAULT_NS, SLICE_MAX_NS};
+pub use task::{
+    Dispatch, DispatchedTask, QueuedTask, DISPATCH_RECORD_LEN, RL_CPU_ANY, SLICE_DEFAULT_NS,
+    SLICE_MAX_NS,
+};
 pub use topology::{parse_cpu_list, Topology};

@@ -7,8 +7,12 @@
 //! discard); records are 8-byte aligned. Positions only grow; `pos & (size - 1)` is the offset.
 //!
 //! [`RingReader`] consumes what BPF produced (the `queued` ring); [`RingWriter`] produces
-//! what BPF drains (the `dispatched` user ring). Each has exactly one user-space end, which
-//! the owning `BpfScheduler`'s `&mut self` methods guarantee.
+//! what BPF drains (the `dispatched` user ring). Each ring must have exactly one user-space
+//! end: `BpfScheduler` owns its two, and `&mut self` on every method keeps it that way.
+//!
+//! They are public for code that brings its own maps (benchmarks, custom loaders): pair them
+//! with [`QueuedTask::from_bytes`](crate::QueuedTask::from_bytes) and
+//! [`Dispatch::to_bytes`](crate::Dispatch::to_bytes).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -70,7 +74,7 @@ fn round_up8(n: u64) -> u64 {
 }
 
 /// Consumer end of a `BPF_MAP_TYPE_RINGBUF`.
-pub(crate) struct RingReader {
+pub struct RingReader {
     consumer: Mapping,
     producer: Mapping,
     mask: u64,
@@ -80,8 +84,9 @@ pub(crate) struct RingReader {
 unsafe impl Send for RingReader {}
 
 impl RingReader {
-    /// Map the ring behind `fd`, whose data area is `size` bytes (its max_entries).
-    pub(crate) fn new(fd: BorrowedFd<'_>, size: u32) -> io::Result<Self> {
+    /// Map the ring behind `fd` (a `BPF_MAP_TYPE_RINGBUF`), whose data area is `size` bytes
+    /// (its max_entries, a power of two).
+    pub fn new(fd: BorrowedFd<'_>, size: u32) -> io::Result<Self> {
         let page = page_size();
         let size = size as usize;
         if !size.is_power_of_two() {
@@ -112,7 +117,7 @@ impl RingReader {
     }
 
     /// Bytes produced and not yet consumed.
-    pub(crate) fn pending(&self) -> u64 {
+    pub fn pending(&self) -> u64 {
         let cons = self.consumer_pos().load(Ordering::Relaxed);
         self.producer_pos()
             .load(Ordering::Acquire)
@@ -121,7 +126,7 @@ impl RingReader {
 
     /// Consume up to `max` committed records, handing each one's bytes to `f`; returns how many
     /// records `f` saw. The consumer position is published once, at the end.
-    pub(crate) fn consume(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
+    pub fn consume(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
         let cons_pos = self.consumer_pos();
         let mut cons = cons_pos.load(Ordering::Relaxed);
         let prod = self.producer_pos().load(Ordering::Acquire);
@@ -152,7 +157,7 @@ impl RingReader {
 }
 
 /// Producer end of a `BPF_MAP_TYPE_USER_RINGBUF`.
-pub(crate) struct RingWriter {
+pub struct RingWriter {
     consumer: Mapping,
     producer: Mapping,
     size: u64,
@@ -164,8 +169,9 @@ pub(crate) struct RingWriter {
 unsafe impl Send for RingWriter {}
 
 impl RingWriter {
-    /// Map the user ring behind `fd`, whose data area is `size` bytes.
-    pub(crate) fn new(fd: BorrowedFd<'_>, size: u32) -> io::Result<Self> {
+    /// Map the user ring behind `fd` (a `BPF_MAP_TYPE_USER_RINGBUF`), whose data area is
+    /// `size` bytes (its max_entries, a power of two).
+    pub fn new(fd: BorrowedFd<'_>, size: u32) -> io::Result<Self> {
         let page = page_size();
         let size = size as usize;
         if !size.is_power_of_two() {
@@ -199,7 +205,7 @@ impl RingWriter {
     }
 
     /// Copy `record` into the ring without publishing it yet. False when the ring is full.
-    pub(crate) fn write(&mut self, record: &[u8]) -> bool {
+    pub fn write(&mut self, record: &[u8]) -> bool {
         let total = round_up8(record.len() as u64 + HDR_SZ);
         let cons = self.consumer_pos().load(Ordering::Acquire);
         if self.pending.wrapping_sub(cons) + total > self.size {
@@ -220,7 +226,7 @@ impl RingWriter {
     }
 
     /// Make every written record visible to the BPF consumer.
-    pub(crate) fn publish(&mut self) {
+    pub fn publish(&mut self) {
         self.producer_pos().store(self.pending, Ordering::Release);
     }
 }

@@ -45,6 +45,7 @@ pub struct BpfSchedulerBuilder {
     exit_dump_len: u32,
     name: String,
     timeout_ms: u32,
+    stall_timeout_ms: u32,
     lock_memory: bool,
 }
 
@@ -59,6 +60,7 @@ impl Default for BpfSchedulerBuilder {
             exit_dump_len: 0,
             name: "userland".to_string(),
             timeout_ms: 5000,
+            stall_timeout_ms: 100,
             lock_memory: true,
         }
     }
@@ -112,6 +114,15 @@ impl BpfSchedulerBuilder {
     /// ms (1 to 30,000; default 5,000).
     pub fn timeout_ms(mut self, ms: u32) -> Self {
         self.timeout_ms = ms;
+        self
+    }
+
+    /// Stall guard: when tasks wait on user space and it makes no progress (consumes no task
+    /// and sends no decision) for this long, BPF runs the waiting tasks itself until user space
+    /// decides again. 10 to 10,000 ms, below `timeout_ms`; default 100. Detection adds up to
+    /// 20 ms (the guard's tick).
+    pub fn stall_timeout_ms(mut self, ms: u32) -> Self {
+        self.stall_timeout_ms = ms;
         self
     }
 
@@ -199,6 +210,14 @@ pub struct Stats {
     pub nr_exit_events: u64,
     /// Dispatch records BPF received.
     pub nr_dispatch_records: u64,
+    /// Times the stall guard found user space stuck and BPF took over.
+    pub nr_stalls: u64,
+    /// Tasks BPF ran itself while user space was stuck.
+    pub nr_fallback_dispatches: u64,
+    /// Tasks handed to user space and not yet decided on.
+    pub nr_outstanding: i64,
+    /// True while BPF runs the tasks itself (user space stuck).
+    pub fallback: bool,
 }
 
 impl std::fmt::Display for Stats {
@@ -209,7 +228,7 @@ impl std::fmt::Display for Stats {
             "online_cpus={} running={} queued={} scheduled={} user_dispatches={} \
              kernel_dispatches={} cancel_dispatches={} bounce_dispatches={} \
              failed_dispatches={} sched_congested={} queued_events={} exit_events={} \
-             dispatch_records={}",
+             dispatch_records={} stalls={} fallback_dispatches={} outstanding={} fallback={}",
             self.nr_online_cpus,
             self.nr_running,
             self.nr_queued,
@@ -222,7 +241,11 @@ impl std::fmt::Display for Stats {
             self.nr_sched_congested,
             self.nr_queued_events,
             self.nr_exit_events,
-            self.nr_dispatch_records
+            self.nr_dispatch_records,
+            self.nr_stalls,
+            self.nr_fallback_dispatches,
+            self.nr_outstanding,
+            u8::from(self.fallback)
         )
     }
 }
@@ -289,6 +312,14 @@ impl<'a> BpfScheduler<'a> {
         }
         if opts.timeout_ms == 0 || opts.timeout_ms > SCX_WATCHDOG_MAX_MS {
             return Err(Error::InvalidTimeout(opts.timeout_ms));
+        }
+        if !(10..=10_000).contains(&opts.stall_timeout_ms)
+            || opts.stall_timeout_ms >= opts.timeout_ms
+        {
+            return Err(Error::InvalidStallTimeout {
+                stall_ms: opts.stall_timeout_ms,
+                timeout_ms: opts.timeout_ms,
+            });
         }
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -455,16 +486,9 @@ impl<'a> BpfScheduler<'a> {
             self.check_dispatch(t)?;
         }
         for t in tasks {
-            let raw = t.to_raw();
-            // SAFETY: dispatched_task_ctx is plain old data without padding.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    (&raw as *const sys::dispatched_task_ctx).cast::<u8>(),
-                    size_of::<sys::dispatched_task_ctx>(),
-                )
-            };
+            let bytes = t.to_bytes();
             let mut tries = 0;
-            while !self.dispatched.write(bytes) {
+            while !self.dispatched.write(&bytes) {
                 // Full: let our CPU go through the kernel's dispatch path, which drains it.
                 self.dispatched.publish();
                 if tries == 1000 || self.exited() {
@@ -651,6 +675,11 @@ impl<'a> BpfScheduler<'a> {
             nr_queued_events: r(&b.nr_queued_events),
             nr_exit_events: r(&b.nr_exit_events),
             nr_dispatch_records: r(&b.nr_dispatch_records),
+            nr_stalls: r(&b.nr_stalls),
+            nr_fallback_dispatches: r(&b.nr_fallback_dispatches),
+            // SAFETY: as above.
+            nr_outstanding: unsafe { std::ptr::read_volatile(&b.nr_outstanding) },
+            fallback: r(&b.fallback) != 0,
         }
     }
 
@@ -743,12 +772,7 @@ fn epoll_for(ring_fd: i32) -> Result<(OwnedFd, Waker), Error> {
 }
 
 fn read_record(bytes: &[u8]) -> Result<QueuedTask, usize> {
-    if bytes.len() != size_of::<sys::queued_task_ctx>() {
-        return Err(bytes.len());
-    }
-    // SAFETY: the length matches and queued_task_ctx is plain old data.
-    let raw: sys::queued_task_ctx = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    Ok(QueuedTask::from_raw(&raw))
+    QueuedTask::from_bytes(bytes).ok_or(bytes.len())
 }
 
 /// [`Error::Unsupported`] unless `<sysfs_kernel>/sched_ext` exists.
@@ -788,6 +812,7 @@ fn load(
     rodata.slice_ns_dfl = opts.slice_us * 1000;
     rodata.full_user = opts.full_user;
     rodata.debug = opts.debug;
+    rodata.stall_ns = u64::from(opts.stall_timeout_ms) * 1_000_000;
 
     let ops = open.struct_ops.userland_ops_mut();
     if opts.partial {
@@ -952,6 +977,17 @@ mod tests {
         assert!(matches!(
             BpfScheduler::builder().timeout_ms(0).build(),
             Err(Error::InvalidTimeout(0))
+        ));
+        assert!(matches!(
+            BpfScheduler::builder().stall_timeout_ms(5).build(),
+            Err(Error::InvalidStallTimeout { .. })
+        ));
+        assert!(matches!(
+            BpfScheduler::builder()
+                .timeout_ms(1000)
+                .stall_timeout_ms(1000)
+                .build(),
+            Err(Error::InvalidStallTimeout { .. })
         ));
     }
 }

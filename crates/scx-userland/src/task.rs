@@ -1,7 +1,12 @@
 //! The two records a scheduler works with: [`QueuedTask`] in, [`DispatchedTask`] (or the fuller
 //! [`Dispatch`]) out.
 
+use std::mem::size_of;
+
 use scx_userland_sys as sys;
+
+/// Size of one encoded [`Dispatch`] record.
+pub const DISPATCH_RECORD_LEN: usize = size_of::<sys::dispatched_task_ctx>();
 
 /// `DispatchedTask::cpu` / `Dispatch::cpu` value: run on any CPU the task may use.
 pub const RL_CPU_ANY: i32 = sys::RL_CPU_ANY;
@@ -50,6 +55,16 @@ pub struct QueuedTask {
 }
 
 impl QueuedTask {
+    /// Decode one `queued` ring record; `None` unless it is exactly one `queued_task_ctx`.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != size_of::<sys::queued_task_ctx>() {
+            return None;
+        }
+        // SAFETY: the length matches and queued_task_ctx is plain old data.
+        let raw: sys::queued_task_ctx = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Some(Self::from_raw(&raw))
+    }
+
     pub(crate) fn from_raw(raw: &sys::queued_task_ctx) -> Self {
         Self {
             pid: raw.pid,
@@ -154,6 +169,13 @@ impl Dispatch {
     /// A decision for `task`: its own CPU, default slice, FIFO.
     pub fn new(task: &QueuedTask) -> Self {
         DispatchedTask::new(task).into()
+    }
+
+    /// Encode as one `dispatched` user ring record (slice clamped, flags packed).
+    pub fn to_bytes(&self) -> [u8; DISPATCH_RECORD_LEN] {
+        let raw = self.to_raw();
+        // SAFETY: dispatched_task_ctx is plain old data without padding, of exactly this size.
+        unsafe { std::mem::transmute::<sys::dispatched_task_ctx, [u8; DISPATCH_RECORD_LEN]>(raw) }
     }
 
     pub(crate) fn to_raw(self) -> sys::dispatched_task_ctx {

@@ -7,7 +7,15 @@
  * buffer, which ops.dispatch() drains into the per-CPU or shared DSQs.  BPF
  * itself only handles what user space cannot: the user-space scheduler's own
  * threads, per-CPU kernel threads, and the fallbacks that keep every task
- * running when a ring is full or a decision is stale.
+ * running when a ring is full, a decision is stale, or user space stops.
+ *
+ * Stall guard: every task handed to user space is "outstanding" until a
+ * dispatch (or the kernel) resolves it, and is also remembered in the
+ * `pending` queue.  A timer checks every STALL_TICK_NS whether user space made
+ * progress (consumed a record or sent a decision); when work is outstanding and
+ * it made none for stall_ns, BPF enters fallback mode: ops.dispatch() runs the
+ * remembered tasks itself.  The first decision that arrives from user space
+ * ends fallback mode.  If the scheduler process dies, BPF unregisters itself.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -19,6 +27,12 @@ char _license[] SEC("license") = "GPL";
 
 #ifndef PF_KTHREAD
 #define PF_KTHREAD 0x00200000
+#endif
+#ifndef PF_EXITING
+#define PF_EXITING 0x00000004
+#endif
+#ifndef CLOCK_MONOTONIC
+#define CLOCK_MONOTONIC 1
 #endif
 #ifndef ENOMEM
 #define ENOMEM 12
@@ -51,6 +65,7 @@ extern u32 scx_bpf_nr_cpu_ids(void) __ksym;
 extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
 extern void bpf_task_release(struct task_struct *p) __ksym;
 extern bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym;
+extern void scx_bpf_exit_bstr(s64 exit_code, char *fmt, unsigned long long *data, u32 data__sz) __ksym;
 
 static __always_inline void dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags)
 {
@@ -76,11 +91,17 @@ static __always_inline bool dsq_move_to_local(u64 dsq_id)
 	return scx_bpf_consume(dsq_id);
 }
 
+static char usersched_exited_msg[] = "the user-space scheduler exited";
+
 /* Set by user space before load. */
 const volatile s32 usersched_tgid;
 const volatile u64 slice_ns_dfl = RL_SLICE_DFL_NS;
 const volatile bool full_user;
 const volatile bool debug;
+/* Outstanding work and no progress from user space for this long: fallback mode. */
+const volatile u64 stall_ns = 100ULL * 1000 * 1000;
+
+#define STALL_TICK_NS (20ULL * 1000 * 1000)
 
 /* Counters; user space reads them all and writes nr_queued / nr_scheduled. */
 volatile u64 nr_online_cpus;
@@ -97,6 +118,12 @@ volatile u64 nr_sched_congested;
 volatile u64 nr_queued_events;
 volatile u64 nr_exit_events;
 volatile u64 nr_dispatch_records;
+/* Stall guard: times fallback mode was entered, tasks BPF ran in it, whether it is on. */
+volatile u64 nr_stalls;
+volatile u64 nr_fallback_dispatches;
+volatile u64 fallback;
+/* Tasks handed to user space and not yet resolved (signed: resolution races enqueue). */
+volatile s64 nr_outstanding;
 
 /* The pid running on each CPU, 0 when idle. */
 volatile u32 cpu_to_pid[RL_MAX_CPUS];
@@ -125,7 +152,34 @@ struct task_ctx {
 	s32 idle_cpu;
 	/* Set once a queued record was sent: only such tasks get an exit notice. */
 	u32 reported;
+	/* Bumped on every hand-over to user space; matches the live `pending` entry. */
+	u64 seq;
 };
+
+/* A task handed to user space, as remembered for the stall guard. */
+struct pending_task {
+	s32 pid;
+	u32 __pad;
+	u64 seq;
+};
+
+/* Oldest first; when full, pushing drops the oldest (BPF_EXIST). */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 32768);
+	__type(value, struct pending_task);
+} pending SEC(".maps");
+
+struct stall_timer {
+	struct bpf_timer timer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct stall_timer);
+} stall_timer_map SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -168,6 +222,86 @@ static __always_inline void kick_if_idle(s32 cpu)
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 }
 
+/* Take @tctx's task out of user space's hands; true if it was outstanding. */
+static __always_inline bool resolve(struct task_ctx *tctx)
+{
+	if (!__sync_lock_test_and_set(&tctx->queued, 0))
+		return false;
+	__sync_fetch_and_sub(&nr_outstanding, 1);
+	return true;
+}
+
+/*
+ * Run, from ops.dispatch(), tasks user space was given but has not decided on:
+ * all of them in fallback mode, as long as there are dispatch slots; otherwise
+ * only drop the entries of tasks already resolved from the head of `pending`.
+ */
+static __always_inline void run_pending(void)
+{
+	struct pending_task e;
+	struct task_struct *p;
+	struct task_ctx *tctx;
+	bool live;
+	int i;
+
+	bpf_for(i, 0, 64) {
+		if (!fallback && bpf_map_peek_elem(&pending, &e))
+			break;
+		if (!scx_bpf_dispatch_nr_slots() || bpf_map_pop_elem(&pending, &e))
+			break;
+		p = bpf_task_from_pid(e.pid);
+		if (!p)
+			continue;
+		tctx = lookup_task_ctx(p);
+		live = tctx && tctx->queued && tctx->seq == e.seq;
+		if (live && fallback) {
+			if (resolve(tctx)) {
+				dsq_insert(p, SHARED_DSQ, slice_ns_dfl, 0);
+				kick_if_idle(scx_bpf_task_cpu(p));
+				__sync_fetch_and_add(&nr_fallback_dispatches, 1);
+			}
+		} else if (live) {
+			/* Still waiting for user space, which is making progress: keep it. */
+			bpf_map_push_elem(&pending, &e, BPF_EXIST);
+			bpf_task_release(p);
+			break;
+		}
+		bpf_task_release(p);
+	}
+}
+
+static u64 last_cons_pos, last_dispatch_records, last_progress_ns;
+
+/* Every STALL_TICK_NS: enter fallback mode if user space stopped making progress. */
+static int stall_tick(void *map, int *key, struct bpf_timer *timer)
+{
+	u64 now = bpf_ktime_get_ns();
+	u64 cons = bpf_ringbuf_query(&queued, BPF_RB_CONS_POS);
+	u64 recs = nr_dispatch_records;
+	bool waiting = nr_outstanding > 0 || bpf_ringbuf_query(&queued, BPF_RB_AVAIL_DATA) > 0;
+	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
+
+	if (!waiting || cons != last_cons_pos || recs != last_dispatch_records) {
+		last_cons_pos = cons;
+		last_dispatch_records = recs;
+		last_progress_ns = now;
+	} else if (!fallback && now - last_progress_ns >= stall_ns) {
+		fallback = 1;
+		__sync_fetch_and_add(&nr_stalls, 1);
+	}
+	if (fallback) {
+		/* Make every CPU go through ops.dispatch() and pick up what waits. */
+		bpf_for(cpu, 0, nr_cpus) {
+			if (cpu >= RL_MAX_CPUS)
+				break;
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		}
+	}
+	if (!exit_info.kind)
+		bpf_timer_start(timer, STALL_TICK_NS, 0);
+	return 0;
+}
+
 SEC("struct_ops/rl_select_cpu")
 s32 BPF_PROG(rl_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
@@ -184,6 +318,7 @@ s32 BPF_PROG(rl_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 SEC("struct_ops/rl_enqueue")
 void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 {
+	struct pending_task pend;
 	struct queued_task_ctx *rec;
 	struct task_ctx *tctx;
 	s32 cpu = scx_bpf_task_cpu(p);
@@ -238,9 +373,14 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 	rec->__pad = 0;
 	bpf_probe_read_kernel_str(rec->comm, sizeof(rec->comm), p->comm);
 
-	/* Mark it outstanding before user space can see it. */
-	__sync_lock_test_and_set(&tctx->queued, 1);
+	/* Mark it outstanding (and remember it) before user space can see it. */
+	pend.pid = p->pid;
+	pend.seq = ++tctx->seq;
+	pend.__pad = 0;
+	if (!__sync_lock_test_and_set(&tctx->queued, 1))
+		__sync_fetch_and_add(&nr_outstanding, 1);
 	tctx->reported = 1;
+	bpf_map_push_elem(&pending, &pend, BPF_EXIST);
 	bpf_ringbuf_submit(rec, 0);
 	__sync_fetch_and_add(&nr_queued_events, 1);
 }
@@ -252,7 +392,7 @@ void BPF_PROG(rl_dequeue, struct task_struct *p, u64 deq_flags)
 
 	/* The kernel took the task back: a dispatch still in flight for it is stale. */
 	if (tctx)
-		__sync_lock_test_and_set(&tctx->queued, 0);
+		resolve(tctx);
 }
 
 /* One record from the `dispatched` user ring buffer. Returns 1 to stop draining. */
@@ -265,6 +405,9 @@ static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 	s32 cpu, hint;
 
 	__sync_fetch_and_add(&nr_dispatch_records, 1);
+	/* User space is deciding again. */
+	if (fallback)
+		fallback = 0;
 	if (bpf_dynptr_read(&d, sizeof(d), dynptr, 0, 0)) {
 		__sync_fetch_and_add(&nr_failed_dispatches, 1);
 		goto next;
@@ -278,7 +421,7 @@ static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 	}
 
 	tctx = lookup_task_ctx(p);
-	if (!tctx || !__sync_lock_test_and_set(&tctx->queued, 0)) {
+	if (!tctx || !resolve(tctx)) {
 		/* Not waiting for a decision: dequeued, dispatched already, or never queued. */
 		__sync_fetch_and_add(&nr_cancel_dispatches, 1);
 		bpf_task_release(p);
@@ -330,6 +473,7 @@ void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
 {
 	if (scx_bpf_dispatch_nr_slots())
 		bpf_user_ringbuf_drain(&dispatched, handle_dispatch, NULL, 0);
+	run_pending();
 
 	if (dsq_move_to_local(SHARED_VTIME_DSQ))
 		return;
@@ -402,6 +546,14 @@ void BPF_PROG(rl_exit_task, struct task_struct *p, struct scx_exit_task_args *ar
 	struct task_ctx *tctx = lookup_task_ctx(p);
 	struct queued_task_ctx *rec;
 
+	/* The scheduler process is going away: step aside now instead of waiting for its fds. */
+	if (usersched_tgid && p->pid == usersched_tgid && (p->flags & PF_EXITING)) {
+		unsigned long long no_args[1] = {};
+
+		fallback = 1;
+		scx_bpf_exit_bstr(0, usersched_exited_msg, no_args, sizeof(no_args));
+		return;
+	}
 	if (!tctx || !tctx->reported)
 		return;
 	/* Tell user space the task is gone (cpu < 0); best effort when the ring is full. */
@@ -421,15 +573,33 @@ s32 BPF_PROG(rl_init)
 {
 	s32 err;
 
+	struct stall_timer *st;
+	u32 key = 0;
+
 	err = scx_bpf_create_dsq(SHARED_DSQ, -1);
+	if (!err)
+		err = scx_bpf_create_dsq(SHARED_VTIME_DSQ, -1);
 	if (err)
 		return err;
-	return scx_bpf_create_dsq(SHARED_VTIME_DSQ, -1);
+
+	st = bpf_map_lookup_elem(&stall_timer_map, &key);
+	if (!st)
+		return -ENOMEM;
+	last_progress_ns = bpf_ktime_get_ns();
+	bpf_timer_init(&st->timer, &stall_timer_map, CLOCK_MONOTONIC);
+	bpf_timer_set_callback(&st->timer, stall_tick);
+	return bpf_timer_start(&st->timer, STALL_TICK_NS, 0);
 }
 
 SEC("struct_ops/rl_exit")
 void BPF_PROG(rl_exit, struct scx_exit_info *ei)
 {
+	struct stall_timer *st;
+	u32 key = 0;
+
+	st = bpf_map_lookup_elem(&stall_timer_map, &key);
+	if (st)
+		bpf_timer_cancel(&st->timer);
 	exit_info.exit_code = ei->exit_code;
 	bpf_probe_read_kernel_str(exit_info.reason, sizeof(exit_info.reason), ei->reason);
 	bpf_probe_read_kernel_str(exit_info.msg, sizeof(exit_info.msg), ei->msg);

@@ -204,8 +204,19 @@ impl SchedProc {
                 sink.lock().unwrap().push(line);
             }
         });
-        let attach_time = wait_for_state("enabled", Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("{name} did not attach: {e}"));
+        let mut guard = guard;
+        let attach_time = loop {
+            if let Ok(t) = wait_for_state("enabled", Duration::from_millis(100)) {
+                break t;
+            }
+            if let Some(st) = guard.child().try_wait().unwrap() {
+                panic!("{name} exited with {st} before sched_ext became enabled");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{name} did not attach in 20 s"
+            );
+        };
         let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops").unwrap_or_default();
         println!(
             "{name}: enabled after {:.3?} (launch to enabled {:.3?}), ops {:?}",
