@@ -72,6 +72,12 @@ fn seed_example_runs_mixed_work() {
     mixed_work_under("seed_fifo", &[]);
 }
 
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn vruntime_example_runs_mixed_work() {
+    mixed_work_under("vruntime", &[]);
+}
+
 /// Run a FIFO loop in this process for `dur`, calling `probe` after every pass.
 fn fifo_for(bpf: &mut BpfScheduler, dur: Duration, mut probe: impl FnMut(&mut BpfScheduler)) {
     let end = Instant::now() + dur;

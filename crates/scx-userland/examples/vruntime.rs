@@ -1,0 +1,132 @@
+//! A weighted-vruntime scheduler: each task is charged the CPU time it used divided by its
+//! weight, and the waiting task that was charged least runs first. A task that wakes up after
+//! running only briefly is latency-sensitive: it preempts whatever runs on its CPU instead of
+//! waiting out a CPU hog's slice.
+//!
+//! Run it as root on a sched_ext kernel: `cargo run --release --example vruntime`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use scx_userland::{BpfScheduler, Dispatch, QueuedTask, Waker, RL_CPU_ANY};
+
+/// Time slice for a task that has to wait its turn.
+const SLICE_NS: u64 = 5_000_000;
+/// Shorter slice for the tasks that run ahead of others, so a wrong guess costs little.
+const SHORT_SLICE_NS: u64 = 1_000_000;
+/// A task that ran less than this since it woke up counts as latency-sensitive.
+const INTERACTIVE_NS: u64 = 500_000;
+/// How much credit a task may bank while sleeping (it cannot come back unboundedly ahead).
+const MAX_SLEEP_CREDIT_NS: u64 = 2 * SLICE_NS;
+/// Weight of a nice-0 task.
+const NICE0_WEIGHT: u64 = 100;
+
+#[derive(Default)]
+struct TaskStat {
+    vruntime: u64,
+    last_sum_exec: u64,
+}
+
+struct Scheduler<'a> {
+    bpf: BpfScheduler<'a>,
+    tasks: HashMap<i32, TaskStat>,
+    /// The vruntime of the least-charged task dispatched so far: new tasks start here.
+    min_vruntime: u64,
+    batch: Vec<QueuedTask>,
+    out: Vec<Dispatch>,
+}
+
+impl Scheduler<'_> {
+    fn init() -> Result<Self> {
+        let bpf = BpfScheduler::builder().name("vruntime").build()?;
+        Ok(Self {
+            bpf,
+            tasks: HashMap::new(),
+            min_vruntime: 1 << 20, // vtime 0 means "FIFO" to the BPF side: stay above it
+            batch: Vec::with_capacity(256),
+            out: Vec::with_capacity(256),
+        })
+    }
+
+    /// Charge `task` for what it ran since we last saw it; returns its new vruntime.
+    fn charge(&mut self, task: &QueuedTask) -> u64 {
+        let floor = self.min_vruntime.saturating_sub(MAX_SLEEP_CREDIT_NS);
+        let st = self.tasks.entry(task.pid).or_insert_with(|| TaskStat {
+            vruntime: self.min_vruntime,
+            last_sum_exec: task.sum_exec_runtime,
+        });
+        let ran = task.sum_exec_runtime.saturating_sub(st.last_sum_exec);
+        st.last_sum_exec = task.sum_exec_runtime;
+        st.vruntime += ran * NICE0_WEIGHT / task.weight.max(1);
+        st.vruntime = st.vruntime.max(floor);
+        st.vruntime
+    }
+
+    fn schedule(&mut self) -> Result<()> {
+        self.batch.clear();
+        self.bpf.dequeue_tasks(&mut self.batch, 256)?;
+        self.out.clear();
+        for i in 0..self.batch.len() {
+            let task = self.batch[i];
+            if task.is_exiting() {
+                self.tasks.remove(&task.pid);
+                continue;
+            }
+            let vruntime = self.charge(&task);
+            let interactive = task.is_wakeup() && task.exec_runtime < INTERACTIVE_NS;
+            let mut d = Dispatch::new(&task);
+            if task.idle_cpu() || interactive {
+                // Run now on its CPU: it is idle, or we preempt whoever is there.
+                d.preempt = !task.idle_cpu();
+                d.slice_ns = SHORT_SLICE_NS;
+            } else {
+                // Wait in vruntime order for the first CPU that frees up.
+                d.cpu = RL_CPU_ANY;
+                d.vtime = vruntime;
+                d.slice_ns = SLICE_NS;
+            }
+            self.out.push(d);
+        }
+        self.bpf.dispatch_tasks(&self.out)?;
+        if let Some(least) = self.out.iter().filter(|d| d.vtime != 0).map(|d| d.vtime).min() {
+            self.min_vruntime = self.min_vruntime.max(least);
+        }
+        if self.out.is_empty() {
+            self.bpf.update_tasks(Some(0), Some(0))?; // sleeps until tasks come
+        }
+        Ok(())
+    }
+}
+
+fn main() -> Result<()> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let waker = Arc::new(Mutex::new(None::<Waker>));
+    let (flag, slot) = (shutdown.clone(), waker.clone());
+    ctrlc::set_handler(move || {
+        flag.store(true, Ordering::Relaxed);
+        if let Some(w) = slot.lock().unwrap().as_ref() {
+            w.wake();
+        }
+    })?;
+
+    loop {
+        let mut sched = Scheduler::init()?;
+        *waker.lock().unwrap() = Some(sched.bpf.waker());
+        println!("vruntime: attached");
+        while !shutdown.load(Ordering::Relaxed) && !sched.bpf.exited() {
+            sched.schedule()?;
+        }
+        let report = sched.bpf.shutdown_and_report()?;
+        println!("vruntime: final {}", report.stats);
+        println!("vruntime: exit: {report}");
+        if report.should_restart() && !shutdown.load(Ordering::Relaxed) {
+            continue;
+        }
+        if report.kind.is_error() {
+            anyhow::bail!("ejected by the kernel: {report}");
+        }
+        return Ok(());
+    }
+}
