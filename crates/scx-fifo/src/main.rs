@@ -1,8 +1,9 @@
 //! scx-fifo: a first-in, first-out sched_ext scheduler whose policy runs in user space.
 //!
 //! Every task that wants a CPU arrives here as a `QueuedTask`. We hand it straight back: to
-//! the idle CPU the kernel found for it, or else to whichever CPU frees up first. That is the
-//! whole policy; everything else is start-up, statistics and a clean exit.
+//! the idle CPU the kernel found for it, or else to whichever CPU frees up first (a task that
+//! just woke up asks the longest-running task to make room). That is the whole policy;
+//! everything else is start-up, statistics and a clean exit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use scx_userland::{BpfScheduler, DispatchedTask, Waker, RL_CPU_ANY};
+use scx_userland::{BpfScheduler, Dispatch, Waker, RL_CPU_ANY};
 
 /// A FIFO sched_ext scheduler running in user space (needs root and a sched_ext kernel).
 #[derive(Parser, Debug)]
@@ -42,9 +43,12 @@ fn schedule(bpf: &mut BpfScheduler) -> Result<()> {
         if task.is_exiting() {
             continue; // an exit notice: nothing to dispatch
         }
-        let mut decision = DispatchedTask::new(&task);
+        let mut decision = Dispatch::new(&task);
         if !task.idle_cpu() {
-            decision.cpu = RL_CPU_ANY; // no idle CPU: the first CPU to free up takes it
+            // No idle CPU: the first CPU to free up takes it. A task that just woke up does
+            // not wait out a CPU hog's whole slice: the longest-running task makes room.
+            decision.cpu = RL_CPU_ANY;
+            decision.preempt = task.is_wakeup();
         }
         bpf.dispatch_task(&decision)?;
     }

@@ -52,7 +52,10 @@ enum rl_queued_flags {
 
 /* dispatched_task_ctx.flags */
 enum rl_dispatch_flags {
-	/* Preempt whatever runs on the target CPU. */
+	/*
+	 * Preempt whatever runs on the target CPU; with RL_CPU_ANY, wake an idle CPU
+	 * or else preempt the CPU whose task has run the longest.
+	 */
 	RL_DF_PREEMPT = 1U << 0,
 	/* Queue at the head of the target's queue instead of the tail. */
 	RL_DF_HEAD = 1U << 1,

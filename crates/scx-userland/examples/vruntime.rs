@@ -90,7 +90,13 @@ impl Scheduler<'_> {
             self.out.push(d);
         }
         self.bpf.dispatch_tasks(&self.out)?;
-        if let Some(least) = self.out.iter().filter(|d| d.vtime != 0).map(|d| d.vtime).min() {
+        if let Some(least) = self
+            .out
+            .iter()
+            .filter(|d| d.vtime != 0)
+            .map(|d| d.vtime)
+            .min()
+        {
             self.min_vruntime = self.min_vruntime.max(least);
         }
         if self.out.is_empty() {

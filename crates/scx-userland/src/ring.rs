@@ -77,6 +77,8 @@ fn round_up8(n: u64) -> u64 {
 pub struct RingReader {
     consumer: Mapping,
     producer: Mapping,
+    /// Start of the (doubly mapped) data area, one page into `producer`.
+    data: *const u8,
     mask: u64,
 }
 
@@ -94,9 +96,12 @@ impl RingReader {
         }
         let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         let producer = Mapping::new(fd, page + 2 * size, libc::PROT_READ, page)?;
+        // SAFETY: the producer mapping is one page plus the data area, twice.
+        let data = unsafe { producer.ptr.as_ptr().add(page) }.cast_const();
         Ok(Self {
             consumer,
             producer,
+            data,
             mask: size as u64 - 1,
         })
     }
@@ -111,11 +116,6 @@ impl RingReader {
         unsafe { AtomicU64::from_ptr(self.producer.ptr.as_ptr().cast()) }
     }
 
-    fn data(&self) -> *const u8 {
-        // SAFETY: the data area starts one page into the producer mapping.
-        unsafe { self.producer.ptr.as_ptr().add(page_size()) }
-    }
-
     /// Bytes produced and not yet consumed.
     pub fn pending(&self) -> u64 {
         let cons = self.consumer_pos().load(Ordering::Relaxed);
@@ -126,6 +126,7 @@ impl RingReader {
 
     /// Consume up to `max` committed records, handing each one's bytes to `f`; returns how many
     /// records `f` saw. The consumer position is published once, at the end.
+    #[inline]
     pub fn consume(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
         let cons_pos = self.consumer_pos();
         let mut cons = cons_pos.load(Ordering::Relaxed);
@@ -133,7 +134,7 @@ impl RingReader {
         let mut seen = 0;
         while cons < prod && seen < max {
             // SAFETY: `cons & mask` is inside the data area; the header is 8-byte aligned.
-            let hdr = unsafe { self.data().add((cons & self.mask) as usize) };
+            let hdr = unsafe { self.data.add((cons & self.mask) as usize) };
             // SAFETY: the header's first word is a u32 the kernel updates atomically.
             let len = unsafe { AtomicU32::from_ptr(hdr as *mut u32) }.load(Ordering::Acquire);
             if len & BUSY_BIT != 0 {
@@ -160,6 +161,8 @@ impl RingReader {
 pub struct RingWriter {
     consumer: Mapping,
     producer: Mapping,
+    /// Start of the (doubly mapped) data area, one page into `producer`.
+    data: *mut u8,
     size: u64,
     /// Producer position of records written but not yet published.
     pending: u64,
@@ -184,9 +187,12 @@ impl RingWriter {
             libc::PROT_READ | libc::PROT_WRITE,
             page,
         )?;
+        // SAFETY: the producer mapping is one page plus the data area, twice.
+        let data = unsafe { producer.ptr.as_ptr().add(page) };
         let mut this = Self {
             consumer,
             producer,
+            data,
             size: size as u64,
             pending: 0,
         };
@@ -205,6 +211,7 @@ impl RingWriter {
     }
 
     /// Copy `record` into the ring without publishing it yet. False when the ring is full.
+    #[inline]
     pub fn write(&mut self, record: &[u8]) -> bool {
         let total = round_up8(record.len() as u64 + HDR_SZ);
         let cons = self.consumer_pos().load(Ordering::Acquire);
@@ -215,7 +222,7 @@ impl RingWriter {
         // SAFETY: `off + total` lies within the doubly mapped data area (one page in), which
         // the kernel does not read past the published producer position.
         unsafe {
-            let hdr = self.producer.ptr.as_ptr().add(page_size() + off);
+            let hdr = self.data.add(off);
             std::ptr::copy_nonoverlapping(record.as_ptr(), hdr.add(HDR_SZ as usize), record.len());
             // pg_off (unused for user rings), then the length with neither flag set.
             (hdr.add(4) as *mut u32).write(0);

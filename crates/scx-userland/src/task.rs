@@ -159,7 +159,9 @@ pub struct Dispatch {
     /// For [`RL_CPU_ANY`] dispatches: order among them by this virtual time (smaller runs
     /// first; compared with wrap-around, like the kernel does). 0 = plain FIFO.
     pub vtime: u64,
-    /// Preempt whatever runs on `cpu` (ignored for [`RL_CPU_ANY`]).
+    /// Run soon: preempt whatever runs on `cpu`; with [`RL_CPU_ANY`], wake an idle CPU the
+    /// task may use or, if none is idle, preempt the one whose task has run the longest
+    /// (at least 200 us; never the scheduler itself).
     pub preempt: bool,
     /// Queue ahead of the tasks already waiting instead of behind them (not with `vtime`).
     pub head: bool,

@@ -127,6 +127,11 @@ volatile s64 nr_outstanding;
 
 /* The pid running on each CPU, 0 when idle. */
 volatile u32 cpu_to_pid[RL_MAX_CPUS];
+/* When the task running on each CPU started; 0 when idle or running the scheduler itself. */
+volatile u64 cpu_run_start[RL_MAX_CPUS];
+
+/* A preempting RL_CPU_ANY dispatch never cuts a running task shorter than this. */
+#define PREEMPT_MIN_RUN_NS (200ULL * 1000)
 
 /* Filled in by ops.exit(). */
 struct rl_exit_info exit_info;
@@ -395,6 +400,38 @@ void BPF_PROG(rl_dequeue, struct task_struct *p, u64 deq_flags)
 		resolve(tctx);
 }
 
+/*
+ * A preempting RL_CPU_ANY dispatch of @p: make room on a CPU it may use. An idle
+ * CPU is kicked awake; otherwise the CPU whose task has run the longest (at
+ * least PREEMPT_MIN_RUN_NS, and never the scheduler itself) is preempted.
+ */
+static __always_inline void make_room(struct task_struct *p)
+{
+	u64 now = bpf_ktime_get_ns(), oldest = now;
+	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
+	s32 victim = -1;
+
+	bpf_for(cpu, 0, nr_cpus) {
+		u64 started;
+
+		if (cpu >= RL_MAX_CPUS)
+			break;
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (!cpu_to_pid[cpu]) {
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+			return;
+		}
+		started = cpu_run_start[cpu];
+		if (started && started < oldest) {
+			oldest = started;
+			victim = cpu;
+		}
+	}
+	if (victim >= 0 && now - oldest >= PREEMPT_MIN_RUN_NS)
+		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
+}
+
 /* One record from the `dispatched` user ring buffer. Returns 1 to stop draining. */
 static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 {
@@ -404,7 +441,6 @@ static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 	u64 slice, enq_flags = 0;
 	s32 cpu, hint;
 
-	__sync_fetch_and_add(&nr_dispatch_records, 1);
 	/* User space is deciding again. */
 	if (fallback)
 		fallback = 0;
@@ -456,7 +492,10 @@ static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 			dsq_insert(p, SHARED_DSQ, slice, enq_flags);
 		}
 		cpu = scx_bpf_task_cpu(p);
-		kick_if_idle(cpu);
+		if (d.flags & RL_DF_PREEMPT)
+			make_room(p);
+		else
+			kick_if_idle(cpu);
 	}
 	/* An idle CPU claimed for this task but not used must look for work again. */
 	if (hint >= 0 && hint != cpu)
@@ -471,8 +510,14 @@ next:
 SEC("struct_ops/rl_dispatch")
 void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
 {
-	if (scx_bpf_dispatch_nr_slots())
-		bpf_user_ringbuf_drain(&dispatched, handle_dispatch, NULL, 0);
+	long n;
+
+	/* User space never waits for room in this ring: no wake-up after draining. */
+	if (scx_bpf_dispatch_nr_slots()) {
+		n = bpf_user_ringbuf_drain(&dispatched, handle_dispatch, NULL, BPF_RB_NO_WAKEUP);
+		if (n > 0)
+			__sync_fetch_and_add(&nr_dispatch_records, n);
+	}
 	run_pending();
 
 	if (dsq_move_to_local(SHARED_VTIME_DSQ))
@@ -494,11 +539,14 @@ void BPF_PROG(rl_running, struct task_struct *p)
 {
 	struct task_ctx *tctx = lookup_task_ctx(p);
 	s32 cpu = scx_bpf_task_cpu(p);
+	u64 now = bpf_ktime_get_ns();
 
-	if (cpu >= 0 && cpu < RL_MAX_CPUS)
+	if (cpu >= 0 && cpu < RL_MAX_CPUS) {
 		cpu_to_pid[cpu] = p->pid;
+		cpu_run_start[cpu] = is_usersched(p) ? 0 : now;
+	}
 	if (tctx)
-		tctx->start_ts = bpf_ktime_get_ns();
+		tctx->start_ts = now;
 	__sync_fetch_and_add(&nr_running, 1);
 }
 
@@ -509,8 +557,10 @@ void BPF_PROG(rl_stopping, struct task_struct *p, bool runnable)
 	s32 cpu = scx_bpf_task_cpu(p);
 	u64 now = bpf_ktime_get_ns();
 
-	if (cpu >= 0 && cpu < RL_MAX_CPUS)
+	if (cpu >= 0 && cpu < RL_MAX_CPUS) {
 		cpu_to_pid[cpu] = 0;
+		cpu_run_start[cpu] = 0;
+	}
 	if (tctx) {
 		tctx->stop_ts = now;
 		if (tctx->start_ts && now > tctx->start_ts)

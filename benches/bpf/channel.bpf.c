@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * channel.bpf.c - the BPF ends of the user<->BPF channel, for the benchmarks.
+ *
+ * Two pairs of rings with the layouts of the real scheduler (intf.h): `dispatched`
+ * and `dispatched_base` are user rings (user space produces, BPF drains), `queued`
+ * and `queued_base` are BPF ring buffers (BPF produces, user space consumes).  The
+ * scx-userland path and the plain libbpf-rs baseline get a pair each, so neither
+ * ever sees the other's producer or consumer position.
+ *
+ * Every program is SEC("syscall"), run by user space with BPF_PROG_TEST_RUN: no
+ * sched_ext is needed.  The drain programs do per record what ops.dispatch() of
+ * the real component does short of the sched_ext kfuncs (read the record, look
+ * the task up, validate the target, clamp the slice, count); the produce programs
+ * fill in a queued_task_ctx per record the way ops.enqueue() does.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "intf.h"
+
+char _license[] SEC("license") = "GPL";
+
+/* Must match the Rust side (benches/src/lib.rs). */
+#define RING_BYTES (256 * 1024)
+#define NR_TASKS 1024
+#define FIRST_PID 1000
+#define MAX_PRODUCE 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
+	__uint(max_entries, RING_BYTES);
+} dispatched SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
+	__uint(max_entries, RING_BYTES);
+} dispatched_base SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, RING_BYTES);
+} queued SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, RING_BYTES);
+} queued_base SEC(".maps");
+
+/* What the dispatcher knows about a task (the real one keeps it in task storage). */
+struct bench_task {
+	u64 cpumask_cnt;
+	u64 slice_total;
+	u64 vtime;
+	u64 nr_dispatched;
+	s32 last_cpu;
+	u32 __pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NR_TASKS);
+	__type(key, s32);
+	__type(value, struct bench_task);
+} tasks SEC(".maps");
+
+/* Counters, one struct so user space can read it at a fixed layout (benches/src/lib.rs). */
+struct bench_stats {
+	u64 dispatch_records;
+	u64 dispatch_read_errors;
+	u64 dispatch_unknown;
+	u64 dispatch_bounced;
+	u64 dispatch_ok;
+	u64 drain_errors;
+	u64 queued_records;
+	u64 queued_full;
+	/* Advances with every produced record, so consecutive runs describe other tasks. */
+	u64 produce_seq;
+};
+
+/* The only variable in .bss: its layout is the struct's. */
+struct bench_stats stats;
+/* Set by user space between runs; the only variable in .data (benches/src/lib.rs). */
+struct bench_config {
+	/*
+	 * Flags of bpf_user_ringbuf_drain() and bpf_ringbuf_submit(): 0 (what main.bpf.c
+	 * passes) wakes user space up through irq_work, BPF_RB_NO_WAKEUP does not.
+	 */
+	u64 ring_flags;
+	/* Largest valid CPU id + 1 (the real component asks scx_bpf_nr_cpu_ids()). */
+	u32 nr_cpu_ids;
+	u32 __pad;
+};
+
+volatile struct bench_config bench_config = {
+	.ring_flags = 0,
+	.nr_cpu_ids = 64,
+};
+
+/* One `dispatched` record: what the real handle_dispatch() does, short of the kfuncs. */
+static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
+{
+	struct dispatched_task_ctx d;
+	struct bench_task *t;
+	u64 slice;
+	s32 cpu;
+
+	__sync_fetch_and_add(&stats.dispatch_records, 1);
+	if (bpf_dynptr_read(&d, sizeof(d), dynptr, 0, 0)) {
+		__sync_fetch_and_add(&stats.dispatch_read_errors, 1);
+		return 0;
+	}
+
+	t = bpf_map_lookup_elem(&tasks, &d.pid);
+	if (!t) {
+		__sync_fetch_and_add(&stats.dispatch_unknown, 1);
+		return 0;
+	}
+
+	slice = d.slice_ns ? d.slice_ns : RL_SLICE_DFL_NS;
+	if (slice > RL_SLICE_MAX_NS)
+		slice = RL_SLICE_MAX_NS;
+	cpu = d.cpu;
+	if (cpu >= 0 && (d.cpumask_cnt != t->cpumask_cnt || (u32)cpu >= bench_config.nr_cpu_ids)) {
+		__sync_fetch_and_add(&stats.dispatch_bounced, 1);
+		cpu = RL_CPU_ANY;
+	}
+
+	t->last_cpu = cpu;
+	t->slice_total += slice;
+	if (cpu < 0 && d.vtime)
+		t->vtime = d.vtime;
+	t->nr_dispatched++;
+	__sync_fetch_and_add(&stats.dispatch_ok, 1);
+	return 0;
+}
+
+static __always_inline int drain(void *ring)
+{
+	long n = bpf_user_ringbuf_drain(ring, handle_dispatch, NULL, bench_config.ring_flags);
+
+	if (n < 0) {
+		__sync_fetch_and_add(&stats.drain_errors, 1);
+		return 0;
+	}
+	return n;
+}
+
+/* Drain everything user space published; returns the number of records. */
+SEC("syscall")
+int drain_dispatched(void *ctx)
+{
+	return drain(&dispatched);
+}
+
+SEC("syscall")
+int drain_dispatched_base(void *ctx)
+{
+	return drain(&dispatched_base);
+}
+
+/* BPF_PROG_TEST_RUN context of the produce programs. */
+struct produce_args {
+	/* Records to produce (at most MAX_PRODUCE). */
+	u32 n;
+	u32 __pad;
+};
+
+struct produce_state {
+	u64 seq;
+	u64 now;
+	u32 produced;
+};
+
+/* Fill in one `queued` record field by field, like ops.enqueue() does. */
+static __always_inline void fill_queued(struct queued_task_ctx *rec, u64 seq, u64 now)
+{
+	s32 pid = FIRST_PID + (s32)(seq % NR_TASKS);
+
+	rec->pid = pid;
+	rec->cpu = seq & 1;
+	rec->tgid = pid;
+	rec->nr_cpus_allowed = 2;
+	rec->cpumask_cnt = pid;
+	rec->enq_flags = 1;
+	rec->sum_exec_runtime = seq * 1000;
+	rec->exec_runtime = 500;
+	rec->weight = 100;
+	rec->start_ts = now - 2000;
+	rec->stop_ts = now - 1000;
+	rec->enq_ts = now;
+	rec->vtime = seq;
+	rec->flags = RL_QF_WAKEUP;
+	rec->__pad = 0;
+	/* "bench", NUL-padded, as two little-endian words. */
+	*(u64 *)&rec->comm[0] = 0x68636e6562ULL;
+	*(u64 *)&rec->comm[8] = 0;
+}
+
+/*
+ * The ring is a map, which the verifier wants as a constant in bpf_ringbuf_reserve():
+ * one bpf_loop() callback and one program per ring.
+ */
+#define DEFINE_PRODUCER(prog, ring)							\
+	static long prog##_one(u64 i, void *data)					\
+	{										\
+		struct produce_state *st = data;					\
+		struct queued_task_ctx *rec;						\
+											\
+		rec = bpf_ringbuf_reserve(&ring, sizeof(*rec), 0);			\
+		if (!rec) {								\
+			__sync_fetch_and_add(&stats.queued_full, 1);			\
+			return 1;							\
+		}									\
+		fill_queued(rec, st->seq + i, st->now);					\
+		bpf_ringbuf_submit(rec, bench_config.ring_flags);						\
+		st->produced++;								\
+		return 0;								\
+	}										\
+											\
+	/* Produce args->n records into `ring`; returns how many fit. */		\
+	SEC("syscall")									\
+	int prog(struct produce_args *args)						\
+	{										\
+		struct produce_state st = {						\
+			.seq = stats.produce_seq,						\
+			.now = bpf_ktime_get_ns(),					\
+			.produced = 0,							\
+		};									\
+		u32 n = args->n;							\
+											\
+		if (n > MAX_PRODUCE)							\
+			n = MAX_PRODUCE;						\
+		bpf_loop(n, prog##_one, &st, 0);					\
+		stats.produce_seq += st.produced;						\
+		__sync_fetch_and_add(&stats.queued_records, st.produced);		\
+		return st.produced;							\
+	}
+
+DEFINE_PRODUCER(produce_queued, queued)
+DEFINE_PRODUCER(produce_queued_base, queued_base)
