@@ -4,6 +4,7 @@ mod codegen;
 mod kernel;
 mod setup;
 mod test_all;
+mod vm_bench;
 mod vm_run;
 mod vm_test;
 
@@ -35,6 +36,8 @@ enum Command {
     VmTest(vm_test::VmTestArgs),
     /// Boot a sched_ext kernel in QEMU and run scx-fifo there with a demo workload.
     VmRun(vm_run::VmRunArgs),
+    /// Benchmark workloads under the default scheduler and the scx-userland schedulers, in one VM boot.
+    VmBench(vm_bench::VmBenchArgs),
     /// Run every test: host unit tests, codegen drift check, and the VM suite.
     Test(test_all::TestArgs),
 }
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Codegen(args) => codegen::run(args),
         Command::VmTest(args) => vm_test::run(args),
         Command::VmRun(args) => vm_run::run(args),
+        Command::VmBench(args) => vm_bench::run(args),
         Command::Test(args) => test_all::run(args),
     }
 }
