@@ -11,6 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build_support/clang.rs"]
+mod clang;
 #[path = "build_support/sources.rs"]
 mod sources;
 
@@ -23,6 +25,7 @@ fn main() {
         println!("cargo:rerun-if-changed={src}");
     }
     println!("cargo:rerun-if-changed=build_support/sources.rs");
+    println!("cargo:rerun-if-changed=build_support/clang.rs");
     println!("cargo:rerun-if-changed=vendored/userland.bpf.o");
     println!("cargo:rerun-if-changed=vendored/userland.bpf.o.sha256");
     println!("cargo:rerun-if-env-changed=SCX_USERLAND_BPF_BUILD");
@@ -55,48 +58,16 @@ fn main() {
 }
 
 fn compile(manifest: &Path, obj: &Path) {
-    let clang = env::var_os("CLANG")
-        .map(PathBuf::from)
-        .unwrap_or_else(find_clang);
-    let libbpf_include = env::var_os("DEP_BPF_INCLUDE")
-        .map(PathBuf::from)
-        .expect("libbpf-sys exports its headers (DEP_BPF_INCLUDE)");
-    let status = Command::new(&clang)
-        .args([
-            "-g",
-            "-O2",
-            "-target",
-            "bpf",
-            "-mcpu=v3",
-            "-D__TARGET_ARCH_x86",
-        ])
-        // Kernels from 6.19 on are built with -fms-extensions; their BTF (and so vmlinux.h)
-        // embeds anonymous members by tag.
-        .args([
-            "-fms-extensions",
-            "-Wno-microsoft-anon-tag",
-            "-Wall",
-            "-Werror",
-        ])
-        .arg(format!("-fdebug-prefix-map={}=.", manifest.display()))
-        .arg("-I")
-        .arg(manifest.join("src/bpf"))
-        .arg("-I")
-        .arg(manifest.join("../scx-userland-sys/include"))
-        .arg("-I")
-        .arg(&libbpf_include)
-        .arg("-c")
-        .arg(manifest.join("src/bpf/main.bpf.c"))
-        .arg("-o")
-        .arg(obj)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}); install clang-19 (`cargo xtask setup`) or set CLANG",
-                clang.display()
-            )
-        });
-    assert!(status.success(), "clang failed to compile main.bpf.c");
+    let includes = [
+        manifest.join("src/bpf"),
+        manifest.join("../scx-userland-sys/include"),
+    ];
+    clang::compile_bpf(
+        &manifest.join("src/bpf/main.bpf.c"),
+        obj,
+        &includes,
+        manifest,
+    );
 
     // DWARF is not needed at run time (BTF is kept): strip it when llvm-strip is at hand.
     for strip in ["llvm-strip-19", "llvm-strip"] {
@@ -109,18 +80,4 @@ fn compile(manifest: &Path, obj: &Path) {
             break;
         }
     }
-}
-
-fn find_clang() -> PathBuf {
-    for name in ["clang-19", "clang"] {
-        if let Some(path) = env::var_os("PATH")
-            .iter()
-            .flat_map(env::split_paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-        {
-            return path;
-        }
-    }
-    PathBuf::from("clang")
 }

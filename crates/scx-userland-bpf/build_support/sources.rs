@@ -10,6 +10,8 @@ pub const SOURCES: &[&str] = &[
     "src/bpf/main.bpf.c",
     "src/bpf/vmlinux.h",
     "../scx-userland-sys/include/intf.h",
+    // The compiler flags are part of what the object is built from.
+    "build_support/clang.rs",
 ];
 
 /// sha256 (hex) over the sources' names, lengths and contents, in `SOURCES` order.
