@@ -124,6 +124,7 @@ pub fn run(args: VmRunArgs) -> Result<()> {
             test_timeout: 120,
             fail_selftest: false,
             list: false,
+            soak: None,
         });
     }
 

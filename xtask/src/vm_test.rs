@@ -48,6 +48,11 @@ pub const GUEST_PROGRAMS: &[GuestProgram] = &[
         kind: ProgramKind::Example,
         name: "seed_fifo",
     },
+    GuestProgram {
+        package: "scx-userland",
+        kind: ProgramKind::Example,
+        name: "vruntime",
+    },
 ];
 
 /// The guest's `/init`.
@@ -101,6 +106,12 @@ pub struct VmTestArgs {
     /// Print the VM tests (after --filter) in the order they run, and exit without booting.
     #[arg(long)]
     pub list: bool,
+
+    /// Run the soak test (tests named `*soak*`) for SECONDS instead of its short default
+    /// (60 s): passed to the guest as SCX_VM_SOAK_SECS; that test's timeout and the
+    /// whole-boot timeout grow to match. E.g. `--soak 600 --filter soak`.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub soak: Option<u64>,
 }
 
 impl Default for VmTestArgs {
@@ -394,6 +405,25 @@ pub(crate) fn make_plan(
         })
         .collect();
     Plan { env, tests }
+}
+
+/// The guest environment variable that carries `--soak`.
+pub(crate) const SOAK_ENV: &str = "SCX_VM_SOAK_SECS";
+/// How long the soak test runs without `--soak`.
+const SOAK_DEFAULT_SECS: u64 = 60;
+
+/// Soak tests (`*soak*`): pass `--soak` to the guest and give them time for the soak plus
+/// start-up and checks.
+pub(crate) fn apply_soak(plan: &mut Plan, tests: &[VmTest], soak: Option<u64>) {
+    if let Some(secs) = soak {
+        plan.env.push((SOAK_ENV.to_string(), secs.to_string()));
+    }
+    let needed = Duration::from_secs(soak.unwrap_or(SOAK_DEFAULT_SECS) + 120);
+    for (p, t) in plan.tests.iter_mut().zip(tests) {
+        if t.test.contains("soak") {
+            p.timeout = p.timeout.max(needed);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,12 +743,13 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     );
 
     let accel = qemu::resolve_accel(args.vm.accel, || probe_image(&build, &kernels[0]))?;
-    let plan = make_plan(
+    let mut plan = make_plan(
         &build,
         &tests,
         Duration::from_secs(args.test_timeout),
         args.fail_selftest,
     );
+    apply_soak(&mut plan, &tests, args.soak);
     let planned: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
     let labels = labels(&kernels);
 
@@ -733,7 +764,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
             &image,
             &args.vm,
             accel,
-            Duration::from_secs(args.timeout),
+            Duration::from_secs(args.timeout + args.soak.unwrap_or(0)),
             &format!("vm-test-{}", kernel.version),
         )?;
         rows.extend(collate(&planned, &kernel.version, &report));
@@ -894,6 +925,37 @@ not json"#;
             .contains(&("SCX_VM_FAIL_SELFTEST".into(), "1".into())));
         let plan = make_plan(&build, &tests, Duration::from_secs(7), false);
         assert!(!plan.env.iter().any(|(k, _)| k == "SCX_VM_FAIL_SELFTEST"));
+    }
+
+    #[test]
+    fn soak_goes_to_the_guest_and_stretches_its_timeout() {
+        let build = GuestBuild {
+            init: "/init".into(),
+            test_exes: vec![TestExe {
+                stem: "reliability".into(),
+                path: "/r".into(),
+            }],
+            programs: vec![],
+        };
+        let t = |name: &str| VmTest {
+            name: format!("reliability::{name}"),
+            test: name.into(),
+            exe: 0,
+        };
+        let tests = vec![t("death"), t("soak_mixed")];
+        let mut plan = make_plan(&build, &tests, Duration::from_secs(120), false);
+        apply_soak(&mut plan, &tests, None);
+        assert!(!plan.env.iter().any(|(k, _)| k == SOAK_ENV));
+        assert_eq!(plan.tests[0].timeout, Duration::from_secs(120));
+        assert_eq!(plan.tests[1].timeout, Duration::from_secs(180));
+        let mut plan = make_plan(&build, &tests, Duration::from_secs(120), false);
+        apply_soak(&mut plan, &tests, Some(600));
+        assert!(plan.env.contains(&(SOAK_ENV.into(), "600".into())));
+        assert_eq!(plan.tests[0].timeout, Duration::from_secs(120));
+        assert_eq!(plan.tests[1].timeout, Duration::from_secs(720));
+        let a = VmTestArgs::parse_from(["vm-test", "--soak", "600", "--filter", "soak"]);
+        assert_eq!(a.soak, Some(600));
+        assert!(VmTestArgs::parse_from(["vm-test"]).soak.is_none());
     }
 
     fn report(lines: &[&str]) -> BootReport {
