@@ -20,6 +20,9 @@ const SHORT_SLICE_NS: u64 = 1_000_000;
 const INTERACTIVE_NS: u64 = 500_000;
 /// How much credit a task may bank while sleeping (it cannot come back unboundedly ahead).
 const MAX_SLEEP_CREDIT_NS: u64 = 2 * SLICE_NS;
+/// How far ahead of the others a task may be charged (bounded lag): a heavily niced task
+/// waits a while, but never long enough to trip the kernel's watchdog.
+const MAX_LAG_NS: u64 = 20 * SLICE_NS;
 /// Weight of a nice-0 task.
 const NICE0_WEIGHT: u64 = 100;
 
@@ -59,8 +62,8 @@ impl Scheduler<'_> {
         });
         let ran = task.sum_exec_runtime.saturating_sub(st.last_sum_exec);
         st.last_sum_exec = task.sum_exec_runtime;
-        st.vruntime += ran * NICE0_WEIGHT / task.weight.max(1);
-        st.vruntime = st.vruntime.max(floor);
+        st.vruntime += ran.min(SLICE_NS) * NICE0_WEIGHT / task.weight.max(1);
+        st.vruntime = st.vruntime.clamp(floor, self.min_vruntime + MAX_LAG_NS);
         st.vruntime
     }
 

@@ -693,7 +693,7 @@ impl<'a> BpfScheduler<'a> {
     pub fn shutdown_and_report(mut self) -> Result<ExitReport, Error> {
         // Dropping the link unregisters the scheduler; the kernel runs ops.exit() before the
         // unregistration returns, so the exit record is complete afterwards.
-        drop(self.link.take());
+        self.detach();
         let mut report = self.exit_report();
         report.stats = self.stats();
         Ok(report)
@@ -720,9 +720,19 @@ impl<'a> BpfScheduler<'a> {
     }
 }
 
+impl BpfScheduler<'_> {
+    /// Unregister the scheduler (once), telling the stall guard that nobody reads from now on.
+    fn detach(&mut self) {
+        if let Some(link) = self.link.take() {
+            self.bss_mut().detaching = 1;
+            drop(link);
+        }
+    }
+}
+
 impl Drop for BpfScheduler<'_> {
     fn drop(&mut self) {
-        drop(self.link.take());
+        self.detach();
         // SAFETY: the skeleton is dropped exactly once, here, before the storage it borrows.
         unsafe { ManuallyDrop::drop(&mut self.skel) };
         // SAFETY: leaked from a Box in `start_attached`; nothing borrows it any more.

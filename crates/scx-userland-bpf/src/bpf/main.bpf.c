@@ -124,6 +124,8 @@ volatile u64 nr_fallback_dispatches;
 volatile u64 fallback;
 /* Tasks handed to user space and not yet resolved (signed: resolution races enqueue). */
 volatile s64 nr_outstanding;
+/* Set by user space just before it detaches: from then on nobody reads, and that is no stall. */
+volatile u64 detaching;
 
 /* The pid running on each CPU, 0 when idle. */
 volatile u32 cpu_to_pid[RL_MAX_CPUS];
@@ -286,7 +288,7 @@ static int stall_tick(void *map, int *key, struct bpf_timer *timer)
 	bool waiting = nr_outstanding > 0 || bpf_ringbuf_query(&queued, BPF_RB_AVAIL_DATA) > 0;
 	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
 
-	if (!waiting || cons != last_cons_pos || recs != last_dispatch_records) {
+	if (!waiting || detaching || cons != last_cons_pos || recs != last_dispatch_records) {
 		last_cons_pos = cons;
 		last_dispatch_records = recs;
 		last_progress_ns = now;
