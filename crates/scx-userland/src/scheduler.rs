@@ -437,27 +437,25 @@ impl<'a> BpfScheduler<'a> {
     /// Returns [`Error::Exited`] once the BPF component has stopped.
     pub fn dequeue_task(&mut self) -> Result<Option<QueuedTask>, Error> {
         let mut task = None;
-        let mut bad = None;
-        self.queued.consume(1, |bytes| match read_record(bytes) {
-            Ok(t) => task = Some(t),
-            Err(len) => bad = Some(len),
-        });
-        if let Some(len) = bad {
-            return Err(Error::MalformedRecord(len));
-        }
-        if task.is_none() && self.exited() {
-            return Err(Error::Exited);
-        }
+        self.take(1, |t| task = Some(t))?;
         Ok(task)
     }
 
     /// Append up to `max` waiting tasks to `out` in one pass over the ring; returns how many.
     pub fn dequeue_tasks(&mut self, out: &mut Vec<QueuedTask>, max: usize) -> Result<usize, Error> {
+        self.take(max, |t| out.push(t))
+    }
+
+    /// Hand up to `max` waiting tasks to `sink`; [`Error::Exited`] when none is waiting and
+    /// the BPF component stopped, [`Error::MalformedRecord`] for a record of the wrong size.
+    fn take(&mut self, max: usize, mut sink: impl FnMut(QueuedTask)) -> Result<usize, Error> {
         let mut bad = None;
-        let n = self.queued.consume(max, |bytes| match read_record(bytes) {
-            Ok(t) => out.push(t),
-            Err(len) => bad = Some(len),
-        });
+        let n = self
+            .queued
+            .consume(max, |bytes| match QueuedTask::from_bytes(bytes) {
+                Some(t) => sink(t),
+                None => bad = Some(bytes.len()),
+            });
         if let Some(len) = bad {
             return Err(Error::MalformedRecord(len));
         }
@@ -779,10 +777,6 @@ fn epoll_for(ring_fd: i32) -> Result<(OwnedFd, Waker), Error> {
         }
         Ok((ep, Waker(Arc::new(ev))))
     }
-}
-
-fn read_record(bytes: &[u8]) -> Result<QueuedTask, usize> {
-    QueuedTask::from_bytes(bytes).ok_or(bytes.len())
 }
 
 /// [`Error::Unsupported`] unless `<sysfs_kernel>/sched_ext` exists.
