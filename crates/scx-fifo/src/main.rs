@@ -1,9 +1,13 @@
 //! scx-fifo: a first-in, first-out sched_ext scheduler whose policy runs in user space.
 //!
 //! Every task that wants a CPU arrives here as a `QueuedTask`. We hand it straight back: to
-//! the idle CPU the kernel found for it, or else to whichever CPU frees up first (a task that
-//! just woke up asks the longest-running task to make room). That is the whole policy;
+//! the idle CPU the kernel found for it, or else to whichever CPU frees up first. A task that
+//! just woke up goes to the front of that queue, so it never waits out a CPU hog's slice (the
+//! CPU this scheduler leaves when it goes back to sleep takes it). That is the whole policy;
 //! everything else is start-up, statistics and a clean exit.
+//!
+//! A waking task that finds an idle CPU would be sent there anyway, so by default we let the
+//! BPF side do that at once (`direct_idle`) and only the rest make the round trip to us.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +39,10 @@ struct Args {
     /// Bytes of the kernel's debug dump to print if the scheduler is ejected.
     #[arg(long, default_value_t = 0)]
     exit_dump_len: u32,
+    /// Send every task through user space, also a waking task that found an idle CPU (by
+    /// default BPF dispatches those to their idle CPU at once).
+    #[arg(long)]
+    no_direct_idle: bool,
 }
 
 /// Dispatch every waiting task, FIFO. Returns when nothing is left to do.
@@ -44,11 +52,14 @@ fn schedule(bpf: &mut BpfScheduler) -> Result<()> {
             continue; // an exit notice: nothing to dispatch
         }
         let mut decision = Dispatch::new(&task);
-        if !task.idle_cpu() {
-            // No idle CPU: the first CPU to free up takes it. A task that just woke up does
-            // not wait out a CPU hog's whole slice: the longest-running task makes room.
+        if task.is_wakeup() {
+            // Just woke up: first in line for the first CPU to free up, which is often the
+            // one we are about to leave.
             decision.cpu = RL_CPU_ANY;
-            decision.preempt = task.is_wakeup();
+            decision.head = true;
+        } else if !task.idle_cpu() {
+            // Used up its slice: back of the line.
+            decision.cpu = RL_CPU_ANY;
         }
         bpf.dispatch_task(&decision)?;
     }
@@ -64,6 +75,7 @@ fn run(args: &Args, shutdown: &AtomicBool, waker: &Mutex<Option<Waker>>) -> Resu
         .partial(args.partial)
         .full_user(args.full_user)
         .debug(args.debug)
+        .direct_idle(!args.no_direct_idle)
         .exit_dump_len(args.exit_dump_len)
         .build()
         .context("starting the scheduler")?;

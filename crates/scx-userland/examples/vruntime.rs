@@ -1,7 +1,7 @@
 //! A weighted-vruntime scheduler: each task is charged the CPU time it used divided by its
 //! weight, and the waiting task that was charged least runs first. A task that wakes up after
-//! running only briefly is latency-sensitive: it preempts whatever runs on its CPU instead of
-//! waiting out a CPU hog's slice.
+//! running only briefly is latency-sensitive: it goes first, ahead of the vruntime order,
+//! instead of waiting out a CPU hog's slice.
 //!
 //! Run it as root on a sched_ext kernel: `cargo run --release --example vruntime`.
 
@@ -43,7 +43,11 @@ struct Scheduler<'a> {
 
 impl Scheduler<'_> {
     fn init() -> Result<Self> {
-        let bpf = BpfScheduler::builder().name("vruntime").build()?;
+        // A wake-up that finds an idle CPU runs there at once, without a round trip.
+        let bpf = BpfScheduler::builder()
+            .name("vruntime")
+            .direct_idle(true)
+            .build()?;
         Ok(Self {
             bpf,
             tasks: HashMap::new(),
@@ -80,10 +84,14 @@ impl Scheduler<'_> {
             let vruntime = self.charge(&task);
             let interactive = task.is_wakeup() && task.exec_runtime < INTERACTIVE_NS;
             let mut d = Dispatch::new(&task);
-            if task.idle_cpu() || interactive {
-                // Run now on its CPU: it is idle, or we preempt whoever is there.
-                d.preempt = !task.idle_cpu();
+            if interactive {
+                // Run next: first in line for the first CPU to free up (often the one this
+                // scheduler leaves when it goes back to sleep).
+                d.cpu = RL_CPU_ANY;
+                d.head = true;
                 d.slice_ns = SHORT_SLICE_NS;
+            } else if task.idle_cpu() {
+                d.slice_ns = SHORT_SLICE_NS; // its CPU is idle: run there
             } else {
                 // Wait in vruntime order for the first CPU that frees up.
                 d.cpu = RL_CPU_ANY;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_accounting, counters, mixed_workload, SchedProc};
-use scx_userland::{BpfScheduler, DispatchedTask, Error, RL_CPU_ANY};
+use scx_userland::{BpfScheduler, DispatchedTask, Error, Stats, RL_CPU_ANY};
 use vm_tests::{read_state, ChildGuard};
 
 const WORK: Duration = Duration::from_secs(20);
@@ -96,26 +96,37 @@ fn fifo_for(bpf: &mut BpfScheduler, dur: Duration, mut probe: impl FnMut(&mut Bp
     }
 }
 
-/// A busy loop pinned to `cpu`, started now but spinning only once [`release`]d: the thread
+/// A shell running `script` once [`release`]d, pinned to `cpu` if one is given. The thread
 /// that runs the scheduler must never block on a task it schedules itself (spawning one
 /// waits for its exec), so it is spawned before the scheduler attaches.
-fn spinner_on(cpu: usize) -> ChildGuard {
+fn gated(script: &str, cpu: Option<usize>) -> ChildGuard {
     let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", "read go; while :; do :; done"])
-        .stdin(Stdio::piped());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    cmd.args(["-c", &format!("read go; {script}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    if let Some(cpu) = cpu {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
-    ChildGuard::spawn(&mut cmd).expect("spawn the spinner")
+    ChildGuard::spawn(&mut cmd).expect("spawn a gated shell")
 }
+
+/// A busy loop pinned to `cpu`, spinning once [`release`]d.
+fn spinner_on(cpu: usize) -> ChildGuard {
+    gated("while :; do :; done", Some(cpu))
+}
+
+/// Short sleeps in a loop: a stream of wake-ups.
+const SLEEPER: &str = "i=0; while [ $i -lt 400 ]; do sleep 0.005; i=$((i+1)); done";
 
 fn release(spinner: &mut ChildGuard) {
     let stdin = spinner.child().stdin.as_mut().expect("piped stdin");
@@ -265,4 +276,67 @@ fn second_init_and_bad_dispatches_are_typed_errors() {
         "{report}"
     );
     assert!(report.stats.nr_cancel_dispatches >= 2, "{}", report.stats);
+}
+
+/// Run `sleeper` (released) under `bpf` for `dur` with a FIFO loop; returns the final stats.
+fn stats_after(mut bpf: BpfScheduler, sleeper: &mut ChildGuard, dur: Duration) -> Stats {
+    release(sleeper);
+    fifo_for(&mut bpf, dur, |_| ());
+    let report = bpf.shutdown_and_report().expect("report");
+    assert_eq!(
+        report.kind,
+        scx_userland::ExitKind::Unregistered,
+        "{report}"
+    );
+    report.stats
+}
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn direct_idle_dispatches_wakeups_in_bpf_only_when_asked() {
+    // On: wake-ups that find an idle CPU never reach user space.
+    let mut sleeper = gated(SLEEPER, None);
+    let bpf = BpfScheduler::builder()
+        .direct_idle(true)
+        .build()
+        .expect("init");
+    let on = stats_after(bpf, &mut sleeper, Duration::from_millis(1500));
+    println!("direct_idle on: {on}");
+    drop(sleeper.stop(libc::SIGKILL, Duration::from_secs(5)));
+    assert!(
+        on.nr_direct_dispatches > 50,
+        "idle wake-ups dispatched in BPF: {on}"
+    );
+
+    // Off (the default): every one of them comes to user space.
+    let mut sleeper = gated(SLEEPER, None);
+    let bpf = BpfScheduler::builder().build().expect("init");
+    let off = stats_after(bpf, &mut sleeper, Duration::from_millis(1500));
+    println!("direct_idle off: {off}");
+    drop(sleeper.stop(libc::SIGKILL, Duration::from_secs(5)));
+    assert_eq!(off.nr_direct_dispatches, 0, "{off}");
+    assert!(off.nr_user_dispatches > 50, "{off}");
+}
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn task_preempted_by_the_scheduler_is_put_back() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    // Every CPU busy, and a stream of wake-ups: each time the scheduler wakes up to decide,
+    // it preempts a spinner, which BPF puts back at the head of the queue itself.
+    let mut spinners: Vec<_> = (0..cpus).map(spinner_on).collect();
+    let mut sleeper = gated(SLEEPER, None);
+    let bpf = BpfScheduler::builder().build().expect("init");
+    for s in &mut spinners {
+        release(s);
+    }
+    let stats = stats_after(bpf, &mut sleeper, Duration::from_secs(2));
+    println!("with {cpus} spinners: {stats}");
+    for mut s in spinners {
+        drop(s.stop(libc::SIGKILL, Duration::from_secs(5)));
+    }
+    drop(sleeper.stop(libc::SIGKILL, Duration::from_secs(5)));
+    assert!(stats.nr_displaced_dispatches > 0, "{stats}");
+    assert!(stats.nr_user_dispatches > 0, "{stats}");
+    assert_eq!(stats.nr_failed_dispatches, 0, "{stats}");
 }

@@ -98,6 +98,8 @@ const volatile s32 usersched_tgid;
 const volatile u64 slice_ns_dfl = RL_SLICE_DFL_NS;
 const volatile bool full_user;
 const volatile bool debug;
+/* A waking task that finds an idle CPU is dispatched there by BPF (Builder::direct_idle). */
+const volatile bool direct_idle;
 /* Outstanding work and no progress from user space for this long: fallback mode. */
 const volatile u64 stall_ns = 100ULL * 1000 * 1000;
 
@@ -121,6 +123,10 @@ volatile u64 nr_dispatch_records;
 /* Stall guard: times fallback mode was entered, tasks BPF ran in it, whether it is on. */
 volatile u64 nr_stalls;
 volatile u64 nr_fallback_dispatches;
+/* Wake-ups BPF sent straight to an idle CPU (direct_idle). */
+volatile u64 nr_direct_dispatches;
+/* Tasks the scheduler's own wake-up preempted, put back at the head of the shared queue. */
+volatile u64 nr_displaced_dispatches;
 volatile u64 fallback;
 /* Tasks handed to user space and not yet resolved (signed: resolution races enqueue). */
 volatile s64 nr_outstanding;
@@ -131,9 +137,13 @@ volatile u64 detaching;
 volatile u32 cpu_to_pid[RL_MAX_CPUS];
 /* When the task running on each CPU started; 0 when idle or running the scheduler itself. */
 volatile u64 cpu_run_start[RL_MAX_CPUS];
+/* Per CPU: the pid the scheduler's own wake-up preempted there (0: none). */
+s32 displaced[RL_MAX_CPUS];
 
 /* A preempting RL_CPU_ANY dispatch never cuts a running task shorter than this. */
 #define PREEMPT_MIN_RUN_NS (200ULL * 1000)
+/* The least slice a displaced task gets to finish its turn with. */
+#define RESUME_MIN_SLICE_NS (100ULL * 1000)
 
 /* Filled in by ops.exit(). */
 struct rl_exit_info exit_info;
@@ -161,6 +171,8 @@ struct task_ctx {
 	u32 reported;
 	/* Bumped on every hand-over to user space; matches the live `pending` entry. */
 	u64 seq;
+	/* The slice the task had left when it last started running. */
+	u64 run_slice;
 };
 
 /* A task handed to user space, as remembered for the stall guard. */
@@ -213,6 +225,16 @@ static __always_inline bool is_percpu_kthread(const struct task_struct *p)
 static __always_inline bool usersched_has_work(void)
 {
 	return nr_queued || nr_scheduled || bpf_ringbuf_query(&queued, BPF_RB_AVAIL_DATA) > 0;
+}
+
+/* What is left of @tctx's slice after its last run, at least RESUME_MIN_SLICE_NS. */
+static __always_inline u64 resume_slice(struct task_ctx *tctx)
+{
+	u64 ran = tctx->stop_ts - tctx->start_ts;
+
+	if (tctx->stop_ts < tctx->start_ts || ran + RESUME_MIN_SLICE_NS >= tctx->run_slice)
+		return RESUME_MIN_SLICE_NS;
+	return tctx->run_slice - ran;
 }
 
 static __always_inline u64 clamp_slice(u64 slice)
@@ -309,6 +331,40 @@ static int stall_tick(void *map, int *key, struct bpf_timer *timer)
 	return 0;
 }
 
+/*
+ * A CPU @p may use to run now: one that sits idle (*@idle is set), else the one
+ * whose task has run the longest (never the scheduler's own), or -1. *@ran is how
+ * long that task has run.
+ */
+static __always_inline s32 pick_victim(struct task_struct *p, bool *idle, u64 *ran)
+{
+	u64 now = bpf_ktime_get_ns(), oldest = now;
+	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
+	s32 victim = -1;
+
+	*idle = false;
+	bpf_for(cpu, 0, nr_cpus) {
+		u64 started;
+
+		if (cpu >= RL_MAX_CPUS)
+			break;
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (!cpu_to_pid[cpu]) {
+			*idle = true;
+			*ran = 0;
+			return cpu;
+		}
+		started = cpu_run_start[cpu];
+		if (started && started < oldest) {
+			oldest = started;
+			victim = cpu;
+		}
+	}
+	*ran = now - oldest;
+	return victim;
+}
+
 SEC("struct_ops/rl_select_cpu")
 s32 BPF_PROG(rl_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
@@ -317,6 +373,12 @@ s32 BPF_PROG(rl_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 	s32 cpu;
 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle && direct_idle && !is_usersched(p)) {
+		/* The policy opted in: an idle CPU is taken at once, no round trip. */
+		dsq_insert(p, SCX_DSQ_LOCAL, slice_ns_dfl, 0);
+		__sync_fetch_and_add(&nr_direct_dispatches, 1);
+		is_idle = false;
+	}
 	if (tctx)
 		tctx->idle_cpu = is_idle ? cpu : -1;
 	return cpu;
@@ -334,8 +396,12 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 	if (is_usersched(p)) {
 		u64 flags = enq_flags;
 
-		if (usersched_has_work())
+		if (usersched_has_work()) {
 			flags |= SCX_ENQ_PREEMPT;
+			/* Whatever runs there now is displaced by us, not by the policy. */
+			if (cpu >= 0 && cpu < RL_MAX_CPUS)
+				displaced[cpu] = cpu_to_pid[cpu];
+		}
 		dsq_insert(p, SCX_DSQ_LOCAL, slice_ns_dfl, flags);
 		return;
 	}
@@ -347,7 +413,19 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
+	/*
+	 * Displaced by the scheduler's own thread: it goes back to the head of the
+	 * shared queue to finish its slice, as it would after a higher class ran.
+	 */
 	tctx = lookup_task_ctx(p);
+	if (tctx && !(enq_flags & SCX_ENQ_WAKEUP) && cpu >= 0 && cpu < RL_MAX_CPUS &&
+	    displaced[cpu] == p->pid) {
+		displaced[cpu] = 0;
+		dsq_insert(p, SHARED_DSQ, resume_slice(tctx), enq_flags | SCX_ENQ_HEAD);
+		__sync_fetch_and_add(&nr_displaced_dispatches, 1);
+		return;
+	}
+
 	rec = tctx ? bpf_ringbuf_reserve(&queued, sizeof(*rec), 0) : NULL;
 	if (!rec) {
 		/* Ring full (or no context): BPF runs the task itself, nothing is lost. */
@@ -409,29 +487,16 @@ void BPF_PROG(rl_dequeue, struct task_struct *p, u64 deq_flags)
  */
 static __always_inline void make_room(struct task_struct *p)
 {
-	u64 now = bpf_ktime_get_ns(), oldest = now;
-	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
-	s32 victim = -1;
+	bool idle;
+	u64 ran;
+	s32 cpu = pick_victim(p, &idle, &ran);
 
-	bpf_for(cpu, 0, nr_cpus) {
-		u64 started;
-
-		if (cpu >= RL_MAX_CPUS)
-			break;
-		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		if (!cpu_to_pid[cpu]) {
-			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-			return;
-		}
-		started = cpu_run_start[cpu];
-		if (started && started < oldest) {
-			oldest = started;
-			victim = cpu;
-		}
-	}
-	if (victim >= 0 && now - oldest >= PREEMPT_MIN_RUN_NS)
-		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
+	if (cpu < 0)
+		return;
+	if (idle)
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	else if (ran >= PREEMPT_MIN_RUN_NS)
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 }
 
 /* One record from the `dispatched` user ring buffer. Returns 1 to stop draining. */
@@ -522,9 +587,13 @@ void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
 	}
 	run_pending();
 
-	if (dsq_move_to_local(SHARED_VTIME_DSQ))
+	/*
+	 * The FIFO queue first: it holds the tasks a policy put first (RL_DF_HEAD) and
+	 * those BPF runs itself; then the vtime-ordered queue.
+	 */
+	if (dsq_move_to_local(SHARED_DSQ))
 		return;
-	dsq_move_to_local(SHARED_DSQ);
+	dsq_move_to_local(SHARED_VTIME_DSQ);
 }
 
 SEC("struct_ops/rl_runnable")
@@ -546,9 +615,14 @@ void BPF_PROG(rl_running, struct task_struct *p)
 	if (cpu >= 0 && cpu < RL_MAX_CPUS) {
 		cpu_to_pid[cpu] = p->pid;
 		cpu_run_start[cpu] = is_usersched(p) ? 0 : now;
+		/* Whoever the scheduler displaced here was put back (or blocked) by now. */
+		if (is_usersched(p))
+			displaced[cpu] = 0;
 	}
-	if (tctx)
+	if (tctx) {
 		tctx->start_ts = now;
+		tctx->run_slice = p->scx.slice;
+	}
 	__sync_fetch_and_add(&nr_running, 1);
 }
 
