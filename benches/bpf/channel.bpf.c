@@ -82,17 +82,24 @@ struct bench_stats stats;
 /* Set by user space between runs; the only variable in .data (benches/src/lib.rs). */
 struct bench_config {
 	/*
-	 * Flags of bpf_user_ringbuf_drain() and bpf_ringbuf_submit(): 0 (what main.bpf.c
-	 * passes) wakes user space up through irq_work, BPF_RB_NO_WAKEUP does not.
+	 * Flags of bpf_user_ringbuf_drain() and bpf_ringbuf_submit() on the scx-userland
+	 * rings and on the baseline's: 0 wakes user space up through irq_work,
+	 * BPF_RB_NO_WAKEUP does not.
 	 */
-	u64 ring_flags;
+	u64 ours_flags;
+	u64 base_flags;
 	/* Largest valid CPU id + 1 (the real component asks scx_bpf_nr_cpu_ids()). */
 	u32 nr_cpu_ids;
-	u32 __pad;
+	/*
+	 * main.bpf.c's `usersched_sleeping`: after each record, our producer wakes user
+	 * space only if it sleeps. The benchmark's consumer never sleeps: always 0.
+	 */
+	u32 consumer_sleeping;
 };
 
 volatile struct bench_config bench_config = {
-	.ring_flags = 0,
+	.ours_flags = 0,
+	.base_flags = 0,
 	.nr_cpu_ids = 64,
 };
 
@@ -134,9 +141,9 @@ static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 	return 0;
 }
 
-static __always_inline int drain(void *ring)
+static __always_inline int drain(void *ring, u64 flags)
 {
-	long n = bpf_user_ringbuf_drain(ring, handle_dispatch, NULL, bench_config.ring_flags);
+	long n = bpf_user_ringbuf_drain(ring, handle_dispatch, NULL, flags);
 
 	if (n < 0) {
 		__sync_fetch_and_add(&stats.drain_errors, 1);
@@ -149,13 +156,13 @@ static __always_inline int drain(void *ring)
 SEC("syscall")
 int drain_dispatched(void *ctx)
 {
-	return drain(&dispatched);
+	return drain(&dispatched, bench_config.ours_flags);
 }
 
 SEC("syscall")
 int drain_dispatched_base(void *ctx)
 {
-	return drain(&dispatched_base);
+	return drain(&dispatched_base, bench_config.base_flags);
 }
 
 /* BPF_PROG_TEST_RUN context of the produce programs. */
@@ -200,7 +207,7 @@ static __always_inline void fill_queued(struct queued_task_ctx *rec, u64 seq, u6
  * The ring is a map, which the verifier wants as a constant in bpf_ringbuf_reserve():
  * one bpf_loop() callback and one program per ring.
  */
-#define DEFINE_PRODUCER(prog, ring)							\
+#define DEFINE_PRODUCER(prog, ring, flags, wake_sleeper)						\
 	static long prog##_one(u64 i, void *data)					\
 	{										\
 		struct produce_state *st = data;					\
@@ -212,7 +219,14 @@ static __always_inline void fill_queued(struct queued_task_ctx *rec, u64 seq, u6
 			return 1;							\
 		}									\
 		fill_queued(rec, st->seq + i, st->now);					\
-		bpf_ringbuf_submit(rec, bench_config.ring_flags);						\
+		bpf_ringbuf_submit(rec, flags);						\
+		if ((wake_sleeper) && bench_config.consumer_sleeping) {			\
+			/* What main.bpf.c does when the scheduler sleeps. */		\
+			void *w = bpf_ringbuf_reserve(&ring, 8, 0);			\
+											\
+			if (w)								\
+				bpf_ringbuf_discard(w, BPF_RB_FORCE_WAKEUP);		\
+		}									\
 		st->produced++;								\
 		return 0;								\
 	}										\
@@ -236,5 +250,5 @@ static __always_inline void fill_queued(struct queued_task_ctx *rec, u64 seq, u6
 		return st.produced;							\
 	}
 
-DEFINE_PRODUCER(produce_queued, queued)
-DEFINE_PRODUCER(produce_queued_base, queued_base)
+DEFINE_PRODUCER(produce_queued, queued, bench_config.ours_flags, true)
+DEFINE_PRODUCER(produce_queued_base, queued_base, bench_config.base_flags, false)

@@ -40,7 +40,7 @@ fn every_path_moves_every_record() {
     let mut sent = 0u64;
     let mut queued = 0u64;
 
-    for wakeup in [Wakeup::Never, Wakeup::Default] {
+    for wakeup in [Wakeup::Never, Wakeup::Deployed] {
         ch.set_wakeup(wakeup).unwrap();
         for n in BATCH_SIZES {
             let batch = dispatches(n);

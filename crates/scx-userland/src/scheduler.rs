@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::mem::{size_of, ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -575,10 +575,33 @@ impl<'a> BpfScheduler<'a> {
         if self.exited() {
             return Err(Error::Exited);
         }
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: a valid epoll fd and an event buffer of the length given.
-        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, ms) };
+        // BPF wakes us only while this flag is set (an awake scheduler costs it nothing).
+        // Set it before the last look at the ring: a record committed after that look sees
+        // the flag (BPF reads it after its commit, a full barrier), so none sleeps unseen.
+        let sleeping = std::ptr::addr_of_mut!(self.bss_mut().usersched_sleeping);
+        // SAFETY: a field of the live .bss mapping, which BPF reads concurrently.
+        unsafe { std::ptr::write_volatile(sleeping, 1) };
+        fence(Ordering::SeqCst);
+        let n = if self.queued.pending() > 0 {
+            0
+        } else {
+            let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: a valid epoll fd and an event buffer of the length given.
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, ms) };
+            for ev in events.iter().take(n.max(0) as usize) {
+                if ev.u64 == WAKER_TOKEN {
+                    let mut buf = 0u64;
+                    // SAFETY: draining the eventfd's 8-byte counter.
+                    unsafe {
+                        libc::read(self.waker.0.as_raw_fd(), (&mut buf as *mut u64).cast(), 8)
+                    };
+                }
+            }
+            n
+        };
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(sleeping, 0) };
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {
@@ -586,13 +609,6 @@ impl<'a> BpfScheduler<'a> {
                     context: "waiting for tasks",
                     source: err,
                 });
-            }
-        }
-        for ev in events.iter().take(n.max(0) as usize) {
-            if ev.u64 == WAKER_TOKEN {
-                let mut buf = 0u64;
-                // SAFETY: draining the eventfd's 8-byte counter.
-                unsafe { libc::read(self.waker.0.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
             }
         }
         Ok(self.queued.pending() > 0)

@@ -6,10 +6,10 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_accounting, counters, mixed_workload, SchedProc};
+use common::{assert_accounting, counters, gated_shell, mixed_workload, SchedProc};
 use scx_userland::{BpfScheduler, DispatchedTask, Error, Stats, RL_CPU_ANY};
 use vm_tests::{read_state, ChildGuard};
 
@@ -96,33 +96,9 @@ fn fifo_for(bpf: &mut BpfScheduler, dur: Duration, mut probe: impl FnMut(&mut Bp
     }
 }
 
-/// A shell running `script` once [`release`]d, pinned to `cpu` if one is given. The thread
-/// that runs the scheduler must never block on a task it schedules itself (spawning one
-/// waits for its exec), so it is spawned before the scheduler attaches.
-fn gated(script: &str, cpu: Option<usize>) -> ChildGuard {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", &format!("read go; {script}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
-    if let Some(cpu) = cpu {
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    ChildGuard::spawn(&mut cmd).expect("spawn a gated shell")
-}
-
 /// A busy loop pinned to `cpu`, spinning once [`release`]d.
 fn spinner_on(cpu: usize) -> ChildGuard {
-    gated("while :; do :; done", Some(cpu))
+    gated_shell("while :; do :; done", Some(cpu))
 }
 
 /// Short sleeps in a loop: a stream of wake-ups.
@@ -295,7 +271,7 @@ fn stats_after(mut bpf: BpfScheduler, sleeper: &mut ChildGuard, dur: Duration) -
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
 fn direct_idle_dispatches_wakeups_in_bpf_only_when_asked() {
     // On: wake-ups that find an idle CPU never reach user space.
-    let mut sleeper = gated(SLEEPER, None);
+    let mut sleeper = gated_shell(SLEEPER, None);
     let bpf = BpfScheduler::builder()
         .direct_idle(true)
         .build()
@@ -309,7 +285,7 @@ fn direct_idle_dispatches_wakeups_in_bpf_only_when_asked() {
     );
 
     // Off (the default): every one of them comes to user space.
-    let mut sleeper = gated(SLEEPER, None);
+    let mut sleeper = gated_shell(SLEEPER, None);
     let bpf = BpfScheduler::builder().build().expect("init");
     let off = stats_after(bpf, &mut sleeper, Duration::from_millis(1500));
     println!("direct_idle off: {off}");
@@ -325,7 +301,7 @@ fn task_preempted_by_the_scheduler_is_put_back() {
     // Every CPU busy, and a stream of wake-ups: each time the scheduler wakes up to decide,
     // it preempts a spinner, which BPF puts back at the head of the queue itself.
     let mut spinners: Vec<_> = (0..cpus).map(spinner_on).collect();
-    let mut sleeper = gated(SLEEPER, None);
+    let mut sleeper = gated_shell(SLEEPER, None);
     let bpf = BpfScheduler::builder().build().expect("init");
     for s in &mut spinners {
         release(s);

@@ -132,6 +132,8 @@ volatile u64 fallback;
 volatile s64 nr_outstanding;
 /* Set by user space just before it detaches: from then on nobody reads, and that is no stall. */
 volatile u64 detaching;
+/* Set by user space while it sleeps waiting for tasks (BpfScheduler::wait_for_tasks). */
+volatile u64 usersched_sleeping;
 
 /* The pid running on each CPU, 0 when idle. */
 volatile u32 cpu_to_pid[RL_MAX_CPUS];
@@ -235,6 +237,26 @@ static __always_inline u64 resume_slice(struct task_ctx *tctx)
 	if (tctx->stop_ts < tctx->start_ts || ran + RESUME_MIN_SLICE_NS >= tctx->run_slice)
 		return RESUME_MIN_SLICE_NS;
 	return tctx->run_slice - ran;
+}
+
+/*
+ * Publish a `queued` record. User space is woken only while it sleeps: an awake
+ * scheduler reads the ring anyway, and the kernel's own wake-up (flags 0) would cost
+ * an irq_work whenever the reader has caught up. The check follows the commit, a
+ * full barrier, and user space sets the flag before its last look at the ring, so
+ * one of the two always sees the other: no wake-up is lost.
+ */
+static __always_inline void submit_queued(void *rec)
+{
+	void *nudge;
+
+	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	if (!usersched_sleeping)
+		return;
+	/* A discarded record carries the wake-up; readers skip it. */
+	nudge = bpf_ringbuf_reserve(&queued, 8, 0);
+	if (nudge)
+		bpf_ringbuf_discard(nudge, BPF_RB_FORCE_WAKEUP);
 }
 
 static __always_inline u64 clamp_slice(u64 slice)
@@ -466,7 +488,7 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 		__sync_fetch_and_add(&nr_outstanding, 1);
 	tctx->reported = 1;
 	bpf_map_push_elem(&pending, &pend, BPF_EXIST);
-	bpf_ringbuf_submit(rec, 0);
+	submit_queued(rec);
 	__sync_fetch_and_add(&nr_queued_events, 1);
 }
 
@@ -690,7 +712,7 @@ void BPF_PROG(rl_exit_task, struct task_struct *p, struct scx_exit_task_args *ar
 	rec->pid = p->pid;
 	rec->cpu = -1;
 	rec->tgid = p->tgid;
-	bpf_ringbuf_submit(rec, 0);
+	submit_queued(rec);
 	__sync_fetch_and_add(&nr_exit_events, 1);
 }
 

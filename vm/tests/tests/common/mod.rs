@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,6 +25,31 @@ pub struct WorkDone {
 
 fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A shell that runs `script` once a line arrives on its stdin (pinned to `cpu`, and what it
+/// forks, if one is given). The thread that runs a `BpfScheduler` must never spawn (spawning
+/// waits for the child's exec, which needs the scheduler): spawn these before `init`, and
+/// release them after with a pipe write, which never waits for a task to be scheduled.
+pub fn gated_shell(script: &str, cpu: Option<usize>) -> ChildGuard {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", &format!("read go; {script}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    if let Some(cpu) = cpu {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    ChildGuard::spawn(&mut cmd).expect("spawn a gated shell")
 }
 
 pub fn set_affinity(cpu: usize) {

@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -418,25 +417,7 @@ pub struct Worker {
 impl Worker {
     /// `cpu`: pin it (and what it forks) to this CPU.
     pub fn spawn(script: &str, cpu: Option<usize>) -> Worker {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", &format!("read go; {script}")])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null());
-        if let Some(cpu) = cpu {
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(cpu, &mut set);
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let guard = ChildGuard::spawn(&mut cmd).expect("spawn a worker");
+        let guard = crate::common::gated_shell(script, cpu);
         let pid = guard.id() as i32;
         Worker {
             guard,
