@@ -1,9 +1,10 @@
 //! scx-fifo: a first-in, first-out sched_ext scheduler whose policy runs in user space.
 //!
 //! Every task that wants a CPU arrives here as a `QueuedTask`. We hand it straight back: to
-//! the idle CPU the kernel found for it, or else to whichever CPU frees up first. A task that
-//! just woke up goes to the front of that queue, so it never waits out a CPU hog's slice (the
-//! CPU this scheduler leaves when it goes back to sleep takes it). That is the whole policy;
+//! the idle CPU the kernel found for it, or else to whichever CPU frees up first. Two lines,
+//! each first come, first served: tasks that just woke up, and behind them the tasks that used
+//! up their slice. So a woken task never waits out a CPU hog's slice, and a hog still gets its
+//! turn (the BPF side never lets the second line wait long). That is the whole policy;
 //! everything else is start-up, statistics and a clean exit.
 //!
 //! A waking task that finds an idle CPU would be sent there anyway, so by default we let the
@@ -45,21 +46,25 @@ struct Args {
     no_direct_idle: bool,
 }
 
-/// Dispatch every waiting task, FIFO. Returns when nothing is left to do.
-fn schedule(bpf: &mut BpfScheduler) -> Result<()> {
+/// Dispatch every waiting task, FIFO. Returns when nothing is left to do. `turn` numbers the
+/// tasks that used up their slice, in order.
+fn schedule(bpf: &mut BpfScheduler, turn: &mut u64) -> Result<()> {
     while let Some(task) = bpf.dequeue_task()? {
         if task.is_exiting() {
             continue; // an exit notice: nothing to dispatch
         }
         let mut decision = Dispatch::new(&task);
         if task.is_wakeup() {
-            // Just woke up: first in line for the first CPU to free up, which is often the
-            // one we are about to leave.
+            // Just woke up: the first CPU to free up takes it, in the queue of woken tasks,
+            // which CPUs serve first; if none is idle, the longest-running task makes room.
             decision.cpu = RL_CPU_ANY;
-            decision.head = true;
+            decision.preempt = true;
         } else if !task.idle_cpu() {
-            // Used up its slice: back of the line.
+            // Used up its slice: the second queue, in turn (a vtime queue ordered by a
+            // counter is FIFO too). It waits behind woken tasks, but never long.
             decision.cpu = RL_CPU_ANY;
+            *turn += 1;
+            decision.vtime = *turn;
         }
         bpf.dispatch_task(&decision)?;
     }
@@ -69,6 +74,7 @@ fn schedule(bpf: &mut BpfScheduler) -> Result<()> {
 }
 
 fn run(args: &Args, shutdown: &AtomicBool, waker: &Mutex<Option<Waker>>) -> Result<bool> {
+    let mut turn = 0;
     let mut bpf = BpfScheduler::builder()
         .name("scx_fifo")
         .slice_us(args.slice_us)
@@ -84,7 +90,7 @@ fn run(args: &Args, shutdown: &AtomicBool, waker: &Mutex<Option<Waker>>) -> Resu
 
     let mut last_stats = Instant::now();
     while !shutdown.load(Ordering::Relaxed) && !bpf.exited() {
-        schedule(&mut bpf)?;
+        schedule(&mut bpf, &mut turn)?;
         let every = Duration::from_secs(args.stats_interval);
         if args.stats_interval > 0 && last_stats.elapsed() >= every {
             last_stats = Instant::now();

@@ -1,7 +1,7 @@
 //! A weighted-vruntime scheduler: each task is charged the CPU time it used divided by its
 //! weight, and the waiting task that was charged least runs first. A task that wakes up after
-//! running only briefly is latency-sensitive: it goes first, ahead of the vruntime order,
-//! instead of waiting out a CPU hog's slice.
+//! running only briefly is latency-sensitive: it goes in the FIFO queue, which CPUs serve
+//! ahead of the vruntime order, instead of waiting out a CPU hog's slice.
 //!
 //! Run it as root on a sched_ext kernel: `cargo run --release --example vruntime`.
 
@@ -85,10 +85,10 @@ impl Scheduler<'_> {
             let interactive = task.is_wakeup() && task.exec_runtime < INTERACTIVE_NS;
             let mut d = Dispatch::new(&task);
             if interactive {
-                // Run next: first in line for the first CPU to free up (often the one this
-                // scheduler leaves when it goes back to sleep).
+                // Run soon: the FIFO queue, which CPUs serve before the vruntime-ordered
+                // one, and the longest-running task makes room if no CPU is idle.
                 d.cpu = RL_CPU_ANY;
-                d.head = true;
+                d.preempt = true;
                 d.slice_ns = SHORT_SLICE_NS;
             } else if task.idle_cpu() {
                 d.slice_ns = SHORT_SLICE_NS; // its CPU is idle: run there

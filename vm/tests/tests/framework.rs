@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{assert_accounting, counters, gated_shell, mixed_workload, SchedProc};
-use scx_userland::{BpfScheduler, DispatchedTask, Error, Stats, RL_CPU_ANY};
+use scx_userland::{BpfScheduler, Dispatch, DispatchedTask, Error, Stats, RL_CPU_ANY};
 use vm_tests::{read_state, ChildGuard};
 
 const WORK: Duration = Duration::from_secs(20);
@@ -315,4 +315,92 @@ fn task_preempted_by_the_scheduler_is_put_back() {
     assert!(stats.nr_displaced_dispatches > 0, "{stats}");
     assert!(stats.nr_user_dispatches > 0, "{stats}");
     assert_eq!(stats.nr_failed_dispatches, 0, "{stats}");
+}
+
+/// Nanoseconds `pid` has run (first field of /proc/PID/schedstat).
+fn ran_ns(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    stat.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Four spinners per CPU whose dispatches `busy` shapes, all in the FIFO queue, which is
+/// then never empty, and a last spinner whose dispatches `waiting` shapes. Returns how
+/// many ns the last one ran in 3 s; the scheduler must not have been ejected.
+fn waiting_spinner_ran(busy: impl Fn(&mut Dispatch), waiting: impl Fn(&mut Dispatch)) -> u64 {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let mut others: Vec<_> = (0..4 * cpus)
+        .map(|_| gated_shell("while :; do :; done", None))
+        .collect();
+    let mut victim = gated_shell("while :; do :; done", None);
+    let victim_pid = victim.id() as i32;
+    let mut bpf = BpfScheduler::builder()
+        .slice_us(5000)
+        .build()
+        .expect("init");
+    for s in others.iter_mut().chain(std::iter::once(&mut victim)) {
+        release(s);
+    }
+    let before = ran_ns(victim.id());
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
+            if task.is_exiting() {
+                continue;
+            }
+            let mut d = Dispatch::new(&task);
+            d.cpu = RL_CPU_ANY;
+            if task.pid == victim_pid {
+                waiting(&mut d);
+            } else {
+                busy(&mut d);
+            }
+            bpf.dispatch_task(&d).expect("dispatch");
+        }
+        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
+    }
+    let ran = ran_ns(victim.id()) - before;
+    let report = bpf.shutdown_and_report().expect("report");
+    for mut s in others {
+        drop(s.stop(libc::SIGKILL, Duration::from_secs(5)));
+    }
+    drop(victim.stop(libc::SIGKILL, Duration::from_secs(5)));
+    println!(
+        "waiting spinner ran {} ms of 3 s; {}",
+        ran / 1_000_000,
+        report.stats
+    );
+    assert_eq!(
+        report.kind,
+        scx_userland::ExitKind::Unregistered,
+        "{report}"
+    );
+    ran
+}
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn vtime_queue_is_served_behind_a_busy_fifo_queue() {
+    // Strictly FIFO queue first, the vtime-queued spinner would wait forever (and trip the
+    // kernel's watchdog).
+    let turn = std::cell::Cell::new(0);
+    let ran = waiting_spinner_ran(
+        |_| (),
+        |d| {
+            turn.set(turn.get() + 1);
+            d.vtime = turn.get();
+        },
+    );
+    assert!(ran > 30_000_000, "the vtime queue starved: ran {ran} ns");
+}
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn head_insertions_cannot_starve_the_fifo_tail() {
+    // Every busy spinner goes back to the head each time: strictly honoured, the one at the
+    // tail would never run.
+    let ran = waiting_spinner_ran(|d| d.head = true, |_| ());
+    assert!(ran > 30_000_000, "the FIFO tail starved: ran {ran} ns");
 }

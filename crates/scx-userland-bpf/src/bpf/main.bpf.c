@@ -60,6 +60,7 @@ extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym;
 extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *is_idle) __ksym;
 extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym;
 extern u32 scx_bpf_dispatch_nr_slots(void) __ksym;
+extern s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
 extern s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym;
 extern u32 scx_bpf_nr_cpu_ids(void) __ksym;
 extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
@@ -144,7 +145,18 @@ s32 displaced[RL_MAX_CPUS];
 
 /* A preempting RL_CPU_ANY dispatch never cuts a running task shorter than this. */
 #define PREEMPT_MIN_RUN_NS (200ULL * 1000)
-/* The least slice a displaced task gets to finish its turn with. */
+/* The vtime queue waits at most this long behind the FIFO queue. */
+#define VTIME_MAX_WAIT_NS (20ULL * 1000 * 1000)
+/* When a CPU last took a task from the vtime queue (or found it empty). */
+u64 vtime_served_ts;
+/*
+ * Head insertions into the FIFO queue stop once it has not been seen empty for
+ * this long, so a stream of them cannot starve the tasks at its tail.
+ */
+#define FIFO_HEAD_MAX_NS (20ULL * 1000 * 1000)
+/* When the FIFO queue was last seen empty. */
+u64 fifo_empty_ts;
+/* A displaced task with less of its slice left than this has used its turn. */
 #define RESUME_MIN_SLICE_NS (100ULL * 1000)
 
 /* Filled in by ops.exit(). */
@@ -229,13 +241,28 @@ static __always_inline bool usersched_has_work(void)
 	return nr_queued || nr_scheduled || bpf_ringbuf_query(&queued, BPF_RB_AVAIL_DATA) > 0;
 }
 
-/* What is left of @tctx's slice after its last run, at least RESUME_MIN_SLICE_NS. */
+/* SCX_ENQ_HEAD for an insertion into the FIFO queue, unless its tail could starve. */
+static __always_inline u64 fifo_head_flag(void)
+{
+	u64 now = bpf_ktime_get_ns();
+
+	if (!scx_bpf_dsq_nr_queued(SHARED_DSQ)) {
+		fifo_empty_ts = now;
+		return SCX_ENQ_HEAD;
+	}
+	return now - fifo_empty_ts < FIFO_HEAD_MAX_NS ? SCX_ENQ_HEAD : 0;
+}
+
+/*
+ * What is left of @tctx's slice after its last run, or 0 when less than
+ * RESUME_MIN_SLICE_NS is: then the task used its turn and goes to user space.
+ */
 static __always_inline u64 resume_slice(struct task_ctx *tctx)
 {
 	u64 ran = tctx->stop_ts - tctx->start_ts;
 
 	if (tctx->stop_ts < tctx->start_ts || ran + RESUME_MIN_SLICE_NS >= tctx->run_slice)
-		return RESUME_MIN_SLICE_NS;
+		return 0;
 	return tctx->run_slice - ran;
 }
 
@@ -413,6 +440,7 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 	struct queued_task_ctx *rec;
 	struct task_ctx *tctx;
 	s32 cpu = scx_bpf_task_cpu(p);
+	u64 slice;
 
 	/* The scheduler itself runs at once on its CPU, ahead of others when it has work. */
 	if (is_usersched(p)) {
@@ -436,14 +464,16 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 
 	/*
-	 * Displaced by the scheduler's own thread: it goes back to the head of the
-	 * shared queue to finish its slice, as it would after a higher class ran.
+	 * Displaced by the scheduler's own thread, not by the policy: it resumes on its
+	 * CPU right after the scheduler, with what is left of its slice, as after a
+	 * higher sched class ran. Bounded: that slice only shrinks, and once it is
+	 * (nearly) used up the task goes to user space like any other.
 	 */
 	tctx = lookup_task_ctx(p);
 	if (tctx && !(enq_flags & SCX_ENQ_WAKEUP) && cpu >= 0 && cpu < RL_MAX_CPUS &&
-	    displaced[cpu] == p->pid) {
+	    displaced[cpu] == p->pid && (slice = resume_slice(tctx))) {
 		displaced[cpu] = 0;
-		dsq_insert(p, SHARED_DSQ, resume_slice(tctx), enq_flags | SCX_ENQ_HEAD);
+		dsq_insert(p, SCX_DSQ_LOCAL, slice, enq_flags | SCX_ENQ_HEAD);
 		__sync_fetch_and_add(&nr_displaced_dispatches, 1);
 		return;
 	}
@@ -577,7 +607,7 @@ static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 			dsq_insert_vtime(p, SHARED_VTIME_DSQ, slice, d.vtime, 0);
 		} else {
 			if (d.flags & RL_DF_HEAD)
-				enq_flags |= SCX_ENQ_HEAD;
+				enq_flags |= fifo_head_flag();
 			dsq_insert(p, SHARED_DSQ, slice, enq_flags);
 		}
 		cpu = scx_bpf_task_cpu(p);
@@ -600,6 +630,7 @@ SEC("struct_ops/rl_dispatch")
 void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
 {
 	long n;
+	u64 now;
 
 	/* User space never waits for room in this ring: no wake-up after draining. */
 	if (scx_bpf_dispatch_nr_slots()) {
@@ -610,12 +641,23 @@ void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
 	run_pending();
 
 	/*
-	 * The FIFO queue first: it holds the tasks a policy put first (RL_DF_HEAD) and
-	 * those BPF runs itself; then the vtime-ordered queue.
+	 * The FIFO queue first (the tasks a policy put first, and those BPF runs
+	 * itself), then the vtime-ordered queue; but a vtime queue that has not been
+	 * served for VTIME_MAX_WAIT_NS goes first once, so it can never starve.
 	 */
+	now = bpf_ktime_get_ns();
+	if (!scx_bpf_dsq_nr_queued(SHARED_VTIME_DSQ)) {
+		vtime_served_ts = now;
+	} else if (now - vtime_served_ts > VTIME_MAX_WAIT_NS &&
+		   dsq_move_to_local(SHARED_VTIME_DSQ)) {
+		vtime_served_ts = now;
+		return;
+	}
 	if (dsq_move_to_local(SHARED_DSQ))
 		return;
-	dsq_move_to_local(SHARED_VTIME_DSQ);
+	fifo_empty_ts = now;
+	if (dsq_move_to_local(SHARED_VTIME_DSQ))
+		vtime_served_ts = now;
 }
 
 SEC("struct_ops/rl_runnable")
