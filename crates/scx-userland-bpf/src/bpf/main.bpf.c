@@ -380,40 +380,6 @@ static int stall_tick(void *map, int *key, struct bpf_timer *timer)
 	return 0;
 }
 
-/*
- * A CPU @p may use to run now: one that sits idle (*@idle is set), else the one
- * whose task has run the longest (never the scheduler's own), or -1. *@ran is how
- * long that task has run.
- */
-static __always_inline s32 pick_victim(struct task_struct *p, bool *idle, u64 *ran)
-{
-	u64 now = bpf_ktime_get_ns(), oldest = now;
-	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
-	s32 victim = -1;
-
-	*idle = false;
-	bpf_for(cpu, 0, nr_cpus) {
-		u64 started;
-
-		if (cpu >= RL_MAX_CPUS)
-			break;
-		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		if (!cpu_to_pid[cpu]) {
-			*idle = true;
-			*ran = 0;
-			return cpu;
-		}
-		started = cpu_run_start[cpu];
-		if (started && started < oldest) {
-			oldest = started;
-			victim = cpu;
-		}
-	}
-	*ran = now - oldest;
-	return victim;
-}
-
 SEC("struct_ops/rl_select_cpu")
 s32 BPF_PROG(rl_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
@@ -539,16 +505,29 @@ void BPF_PROG(rl_dequeue, struct task_struct *p, u64 deq_flags)
  */
 static __always_inline void make_room(struct task_struct *p)
 {
-	bool idle;
-	u64 ran;
-	s32 cpu = pick_victim(p, &idle, &ran);
+	u64 now = bpf_ktime_get_ns(), oldest = now;
+	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
+	s32 victim = -1;
 
-	if (cpu < 0)
-		return;
-	if (idle)
-		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-	else if (ran >= PREEMPT_MIN_RUN_NS)
-		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+	bpf_for(cpu, 0, nr_cpus) {
+		u64 started;
+
+		if (cpu >= RL_MAX_CPUS)
+			break;
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (!cpu_to_pid[cpu]) {
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+			return;
+		}
+		started = cpu_run_start[cpu];
+		if (started && started < oldest) {
+			oldest = started;
+			victim = cpu;
+		}
+	}
+	if (victim >= 0 && now - oldest >= PREEMPT_MIN_RUN_NS)
+		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
 }
 
 /* One record from the `dispatched` user ring buffer. Returns 1 to stop draining. */
