@@ -53,7 +53,8 @@ struct bench_task {
 	u64 vtime;
 	u64 nr_dispatched;
 	s32 last_cpu;
-	u32 __pad;
+	/* RL_DF_* of the last dispatch. */
+	u32 last_flags;
 };
 
 struct {
@@ -103,66 +104,121 @@ volatile struct bench_config bench_config = {
 	.nr_cpu_ids = 64,
 };
 
-/* One `dispatched` record: what the real handle_dispatch() does, short of the kfuncs. */
-static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
+extern __u32 bpf_dynptr_size(const struct bpf_dynptr *p) __ksym;
+extern void *bpf_dynptr_slice(const struct bpf_dynptr *p, __u32 offset, void *buffer__opt,
+			      __u32 buffer__szk) __ksym;
+
+/*
+ * One decision: what the real dispatch_one() does, short of the sched_ext kfuncs, with
+ * its signature (a global function, the record's first word being pid then cpu).
+ * Returns 1 if carried out.
+ */
+__noinline int dispatch_one(u64 pid_cpu, u64 cpumask_cnt, u64 slice_ns, u64 vtime, u64 flags)
 {
-	struct dispatched_task_ctx d;
+	s32 pid = (s32)pid_cpu, cpu = (s32)(pid_cpu >> 32);
 	struct bench_task *t;
 	u64 slice;
-	s32 cpu;
 
-	__sync_fetch_and_add(&stats.dispatch_records, 1);
-	if (bpf_dynptr_read(&d, sizeof(d), dynptr, 0, 0)) {
-		__sync_fetch_and_add(&stats.dispatch_read_errors, 1);
-		return 0;
-	}
-
-	t = bpf_map_lookup_elem(&tasks, &d.pid);
+	t = bpf_map_lookup_elem(&tasks, &pid);
 	if (!t) {
 		__sync_fetch_and_add(&stats.dispatch_unknown, 1);
 		return 0;
 	}
 
-	slice = d.slice_ns ? d.slice_ns : RL_SLICE_DFL_NS;
+	slice = slice_ns ? slice_ns : RL_SLICE_DFL_NS;
 	if (slice > RL_SLICE_MAX_NS)
 		slice = RL_SLICE_MAX_NS;
-	cpu = d.cpu;
-	if (cpu >= 0 && (d.cpumask_cnt != t->cpumask_cnt || (u32)cpu >= bench_config.nr_cpu_ids)) {
+	if (cpu >= 0 && (cpumask_cnt != t->cpumask_cnt || (u32)cpu >= bench_config.nr_cpu_ids)) {
 		__sync_fetch_and_add(&stats.dispatch_bounced, 1);
 		cpu = RL_CPU_ANY;
 	}
 
 	t->last_cpu = cpu;
 	t->slice_total += slice;
-	if (cpu < 0 && d.vtime)
-		t->vtime = d.vtime;
+	if (cpu < 0 && vtime)
+		t->vtime = vtime;
+	t->last_flags = flags;
 	t->nr_dispatched++;
-	__sync_fetch_and_add(&stats.dispatch_ok, 1);
+	return 1;
+}
+
+/* What one drain did, added to `stats` once at its end (as ops.dispatch() does). */
+struct drain_tally {
+	u64 records;
+	u64 ok;
+};
+
+static __always_inline void tally_one(const struct dispatched_task_ctx *d, struct drain_tally *tally)
+{
+	tally->ok += dispatch_one(*(const u64 *)d, d->cpumask_cnt, d->slice_ns, d->vtime, d->flags);
+	tally->records++;
+}
+
+/*
+ * One `dispatched` sample of ours: 1 to RL_DISPATCH_BATCH_MAX records back to back,
+ * read as the real handle_dispatch() reads it.
+ */
+static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
+{
+	const u32 rec = sizeof(struct dispatched_task_ctx);
+	struct drain_tally *tally = ctx;
+	const struct dispatched_task_ctx *d;
+	u32 size = bpf_dynptr_size(dynptr), n = size / rec, i;
+
+	if (!n || n > RL_DISPATCH_BATCH_MAX || n * rec != size) {
+		__sync_fetch_and_add(&stats.dispatch_read_errors, 1);
+		return 0;
+	}
+	bpf_for(i, 0, n) {
+		/* The sample lives in the ring: no copy, a read-only view of each record. */
+		d = bpf_dynptr_slice(dynptr, i * rec, NULL, sizeof(*d));
+		if (!d) {
+			__sync_fetch_and_add(&stats.dispatch_read_errors, 1);
+			break;
+		}
+		tally_one(d, tally);
+	}
 	return 0;
 }
 
-static __always_inline int drain(void *ring, u64 flags)
+/* One sample of the baseline's: a single record, read in place as ours are. */
+static long handle_dispatch_base(struct bpf_dynptr *dynptr, void *ctx)
 {
-	long n = bpf_user_ringbuf_drain(ring, handle_dispatch, NULL, flags);
+	struct drain_tally *tally = ctx;
+	const struct dispatched_task_ctx *d = bpf_dynptr_slice(dynptr, 0, NULL, sizeof(*d));
 
-	if (n < 0) {
-		__sync_fetch_and_add(&stats.drain_errors, 1);
+	if (!d) {
+		__sync_fetch_and_add(&stats.dispatch_read_errors, 1);
 		return 0;
 	}
-	return n;
+	tally_one(d, tally);
+	return 0;
 }
+
+/* The callback is a constant of bpf_user_ringbuf_drain(): one macro use per ring. */
+#define DRAIN(ring, cb, flags)								\
+	({										\
+		struct drain_tally tally = {};						\
+		long n = bpf_user_ringbuf_drain(ring, cb, &tally, flags);		\
+											\
+		if (n < 0)								\
+			__sync_fetch_and_add(&stats.drain_errors, 1);			\
+		__sync_fetch_and_add(&stats.dispatch_records, tally.records);		\
+		__sync_fetch_and_add(&stats.dispatch_ok, tally.ok);			\
+		(int)tally.records;							\
+	})
 
 /* Drain everything user space published; returns the number of records. */
 SEC("syscall")
 int drain_dispatched(void *ctx)
 {
-	return drain(&dispatched, bench_config.ours_flags);
+	return DRAIN(&dispatched, handle_dispatch, bench_config.ours_flags);
 }
 
 SEC("syscall")
 int drain_dispatched_base(void *ctx)
 {
-	return drain(&dispatched_base, bench_config.base_flags);
+	return DRAIN(&dispatched_base, handle_dispatch_base, bench_config.base_flags);
 }
 
 /* BPF_PROG_TEST_RUN context of the produce programs. */

@@ -3,13 +3,14 @@
 //! step function per measured path, so the benchmark and the round-trip test run exactly
 //! the same code.
 //!
-//! The scx-userland path is [`Dispatch::to_bytes`] + [`RingWriter`] (what
-//! `BpfScheduler::dispatch_tasks` does per record) and [`RingReader::consume`] +
+//! The scx-userland path is [`Dispatch::write_packed`] into a [`RingWriter`] (what
+//! `BpfScheduler::dispatch_tasks` does: up to `DISPATCH_BATCH_MAX` records a sample) and [`RingReader::consume`] +
 //! [`QueuedTask::from_bytes`] (what `BpfScheduler::dequeue_task{,s}` do). The baseline is the
 //! same records moved through libbpf-rs' [`UserRingBuffer`] (reserve/submit per record) and
 //! [`RingBuffer`] (callback consume). Each path has its own pair of maps.
 //!
-//! Needs root (or CAP_BPF + CAP_PERFMON) and a kernel with user ring buffers (5.19+), but
+//! Needs root (or CAP_BPF + CAP_PERFMON) and a kernel with user ring buffers and
+//! `bpf_dynptr_size` (6.4+), but
 //! no sched_ext: [`Channel::open`] says why it cannot run with [`Error::Unavailable`].
 #![deny(missing_docs)]
 
@@ -341,7 +342,7 @@ fn expect(what: &str, got: usize, want: usize) -> Result<(), Error> {
     }
 }
 
-/// One dispatch iteration on our path: encode and write every decision, publish once (what
+/// One dispatch iteration on our path: write the decisions packed, publish once (what
 /// `BpfScheduler::dispatch_tasks` does), call `mid`, then run the drain program once.
 pub fn dispatch_ours(
     ch: &Channel,
@@ -349,10 +350,8 @@ pub fn dispatch_ours(
     batch: &[Dispatch],
     mut mid: impl FnMut(),
 ) -> Result<(), Error> {
-    for d in batch {
-        if !w.write(&d.to_bytes()) {
-            return Err(Error::Mismatch("our user ring is full".into()));
-        }
+    if Dispatch::write_packed(batch, w) != batch.len() {
+        return Err(Error::Mismatch("our user ring is full".into()));
     }
     w.publish();
     mid();

@@ -115,12 +115,22 @@ fn bpf_side_validates_like_the_dispatcher() {
             ..good
         },
     ];
+    // 8 times over: 40 records, packed 16 + 16 + 8, each decoded at its own offset.
+    let batch: Vec<Dispatch> = batch.iter().copied().cycle().take(40).collect();
     let before = ch.stats().unwrap();
     dispatch_ours(&ch, &mut writer, &batch, || ()).unwrap();
     let after = ch.stats().unwrap();
-    assert_eq!(after.dispatch_records - before.dispatch_records, 5);
-    assert_eq!(after.dispatch_unknown - before.dispatch_unknown, 1);
-    assert_eq!(after.dispatch_bounced - before.dispatch_bounced, 2);
-    assert_eq!(after.dispatch_ok - before.dispatch_ok, 4);
+    assert_eq!(after.dispatch_records - before.dispatch_records, 40);
+    assert_eq!(after.dispatch_unknown - before.dispatch_unknown, 8);
+    assert_eq!(after.dispatch_bounced - before.dispatch_bounced, 16);
+    assert_eq!(after.dispatch_ok - before.dispatch_ok, 32);
     assert_eq!(after.dispatch_read_errors, 0);
+
+    // A sample that is not a whole number of records is refused whole, and counted.
+    assert!(writer.write(&[0u8; scx_userland::DISPATCH_RECORD_LEN + 20]));
+    writer.publish();
+    assert_eq!(ch.drain().unwrap(), 0);
+    let last = ch.stats().unwrap();
+    assert_eq!(last.dispatch_read_errors, 1);
+    assert_eq!(last.dispatch_records, after.dispatch_records);
 }

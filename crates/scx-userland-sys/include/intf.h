@@ -31,6 +31,11 @@ enum rl_consts {
 	RL_EXIT_MSG_LEN = 1024,
 	/* Bytes of the kernel's debug dump kept in the exit record. */
 	RL_EXIT_DUMP_LEN = 32768,
+	/*
+	 * Most dispatched_task_ctx records one `dispatched` sample may carry, back to
+	 * back: a batch of decisions costs the BPF drain one sample per this many.
+	 */
+	RL_DISPATCH_BATCH_MAX = 16,
 };
 
 /* DispatchedTask.cpu value: run the task on any CPU it may use. */
@@ -97,7 +102,7 @@ struct queued_task_ctx {
 
 /*
  * A scheduling decision, sent by user space to BPF through the `dispatched`
- * user ring buffer.
+ * user ring buffer: each sample holds 1 to RL_DISPATCH_BATCH_MAX of them.
  */
 struct dispatched_task_ctx {
 	__s32 pid;

@@ -19,6 +19,8 @@ pub const RL_EXIT_REASON_LEN: rl_consts = 128;
 pub const RL_EXIT_MSG_LEN: rl_consts = 1024;
 #[doc = " Bytes of the kernel's debug dump kept in the exit record."]
 pub const RL_EXIT_DUMP_LEN: rl_consts = 32768;
+#[doc = " Most dispatched_task_ctx records one `dispatched` sample may carry, back to\n back: a batch of decisions costs the BPF drain one sample per this many."]
+pub const RL_DISPATCH_BATCH_MAX: rl_consts = 16;
 #[doc = " Limits."]
 pub type rl_consts = ::core::ffi::c_uint;
 #[doc = " `cpu` was idle when the task was enqueued (and is held for it)."]
@@ -104,7 +106,7 @@ const _: () = {
     ["Offset of field: queued_task_ctx::comm"]
         [::core::mem::offset_of!(queued_task_ctx, comm) - 96usize];
 };
-#[doc = " A scheduling decision, sent by user space to BPF through the `dispatched`\n user ring buffer."]
+#[doc = " A scheduling decision, sent by user space to BPF through the `dispatched`\n user ring buffer: each sample holds 1 to RL_DISPATCH_BATCH_MAX of them."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct dispatched_task_ctx {

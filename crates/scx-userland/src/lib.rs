@@ -35,7 +35,7 @@ mod topology;
 pub use error::Error;
 pub use scheduler::{BpfScheduler, BpfSchedulerBuilder, ExitKind, ExitReport, Stats, Waker};
 pub use task::{
-    Dispatch, DispatchedTask, QueuedTask, DISPATCH_RECORD_LEN, RL_CPU_ANY, SLICE_DEFAULT_NS,
-    SLICE_MAX_NS,
+    Dispatch, DispatchedTask, QueuedTask, DISPATCH_BATCH_MAX, DISPATCH_RECORD_LEN, RL_CPU_ANY,
+    SLICE_DEFAULT_NS, SLICE_MAX_NS,
 };
 pub use topology::{parse_cpu_list, Topology};

@@ -213,7 +213,14 @@ impl RingWriter {
     /// Copy `record` into the ring without publishing it yet. False when the ring is full.
     #[inline]
     pub fn write(&mut self, record: &[u8]) -> bool {
-        let total = round_up8(record.len() as u64 + HDR_SZ);
+        self.write_with(record.len(), |dst| dst.copy_from_slice(record))
+    }
+
+    /// Add a record of `len` bytes that `fill` writes in place, without publishing it yet.
+    /// False (and `fill` not called) when the ring is full.
+    #[inline]
+    pub fn write_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        let total = round_up8(len as u64 + HDR_SZ);
         let cons = self.consumer_pos().load(Ordering::Acquire);
         if self.pending.wrapping_sub(cons) + total > self.size {
             return false;
@@ -223,10 +230,13 @@ impl RingWriter {
         // the kernel does not read past the published producer position.
         unsafe {
             let hdr = self.data.add(off);
-            std::ptr::copy_nonoverlapping(record.as_ptr(), hdr.add(HDR_SZ as usize), record.len());
+            fill(std::slice::from_raw_parts_mut(
+                hdr.add(HDR_SZ as usize),
+                len,
+            ));
             // pg_off (unused for user rings), then the length with neither flag set.
             (hdr.add(4) as *mut u32).write(0);
-            AtomicU32::from_ptr(hdr as *mut u32).store(record.len() as u32, Ordering::Release);
+            AtomicU32::from_ptr(hdr as *mut u32).store(len as u32, Ordering::Release);
         }
         self.pending += total;
         true

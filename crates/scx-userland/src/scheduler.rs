@@ -212,7 +212,7 @@ pub struct Stats {
     pub nr_cancel_dispatches: u64,
     /// Dispatches whose CPU the task may not (or no longer) use, sent to a CPU it may use.
     pub nr_bounce_dispatches: u64,
-    /// Dispatch records BPF could not read.
+    /// Dispatch ring samples BPF could not read (not a whole number of records).
     pub nr_failed_dispatches: u64,
     /// Tasks BPF ran itself because the queued ring was full.
     pub nr_sched_congested: u64,
@@ -228,8 +228,8 @@ pub struct Stats {
     pub nr_fallback_dispatches: u64,
     /// Wake-ups BPF sent straight to an idle CPU ([`BpfSchedulerBuilder::direct_idle`]).
     pub nr_direct_dispatches: u64,
-    /// Tasks preempted by the scheduler's own thread, which BPF put back at the head of the
-    /// shared queue to finish their slice (no round trip: the policy did not preempt them).
+    /// Tasks preempted by the scheduler's own thread, which BPF put back at the head of their
+    /// CPU's queue to finish their slice (no round trip: the policy did not preempt them).
     pub nr_displaced_dispatches: u64,
     /// Tasks handed to user space and not yet decided on.
     pub nr_outstanding: i64,
@@ -498,30 +498,30 @@ impl<'a> BpfScheduler<'a> {
     }
 
     /// Hand several decisions over at once (checked as in [`dispatch_task`](Self::dispatch_task);
-    /// none is sent when one is invalid).
+    /// none is sent when one is invalid). They travel [`DISPATCH_BATCH_MAX`](crate::DISPATCH_BATCH_MAX)
+    /// to a ring sample, which makes a batch much cheaper for BPF to drain than single calls.
     pub fn dispatch_tasks(&mut self, tasks: &[Dispatch]) -> Result<(), Error> {
         for t in tasks {
             self.check_dispatch(t)?;
         }
-        for t in tasks {
-            let bytes = t.to_bytes();
-            let mut tries = 0;
-            while !self.dispatched.write(&bytes) {
-                // Full: let our CPU go through the kernel's dispatch path, which drains it.
-                self.dispatched.publish();
-                if tries == 1000 || self.exited() {
-                    return Err(if self.exited() {
-                        Error::Exited
-                    } else {
-                        Error::DispatchRingFull
-                    });
-                }
-                tries += 1;
-                std::thread::yield_now();
+        let mut sent = 0;
+        let mut tries = 0;
+        loop {
+            sent += Dispatch::write_packed(&tasks[sent..], &mut self.dispatched);
+            self.dispatched.publish();
+            if sent == tasks.len() {
+                return Ok(());
             }
+            // Full: let our CPU go through the kernel's dispatch path, which drains it.
+            if self.exited() {
+                return Err(Error::Exited);
+            }
+            if tries == 1000 {
+                return Err(Error::DispatchRingFull);
+            }
+            tries += 1;
+            std::thread::yield_now();
         }
-        self.dispatched.publish();
-        Ok(())
     }
 
     fn check_dispatch(&self, t: &Dispatch) -> Result<(), Error> {
@@ -684,7 +684,7 @@ impl<'a> BpfScheduler<'a> {
         nr_cancel_dispatches_mut => nr_cancel_dispatches;
         /// Dispatches redirected to a CPU the task may use.
         nr_bounce_dispatches_mut => nr_bounce_dispatches;
-        /// Dispatch records BPF could not read.
+        /// Dispatch ring samples BPF could not read (not a whole number of records).
         nr_failed_dispatches_mut => nr_failed_dispatches;
         /// Tasks BPF ran itself because the queued ring was full.
         nr_sched_congested_mut => nr_sched_congested;

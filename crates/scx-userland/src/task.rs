@@ -5,8 +5,13 @@ use std::mem::size_of;
 
 use scx_userland_sys as sys;
 
+use crate::ring::RingWriter;
+
 /// Size of one encoded [`Dispatch`] record.
 pub const DISPATCH_RECORD_LEN: usize = size_of::<sys::dispatched_task_ctx>();
+
+/// Most [`Dispatch`] records one `dispatched` ring sample carries ([`Dispatch::write_packed`]).
+pub const DISPATCH_BATCH_MAX: usize = sys::RL_DISPATCH_BATCH_MAX as usize;
 
 /// `DispatchedTask::cpu` / `Dispatch::cpu` value: run on any CPU the task may use.
 pub const RL_CPU_ANY: i32 = sys::RL_CPU_ANY;
@@ -178,6 +183,27 @@ impl Dispatch {
         let raw = self.to_raw();
         // SAFETY: dispatched_task_ctx is plain old data without padding, of exactly this size.
         unsafe { std::mem::transmute::<sys::dispatched_task_ctx, [u8; DISPATCH_RECORD_LEN]>(raw) }
+    }
+
+    /// Write the leading decisions of `tasks` into `ring` without publishing them, packed
+    /// [`DISPATCH_BATCH_MAX`] to a sample, the way
+    /// [`BpfScheduler::dispatch_tasks`](crate::BpfScheduler::dispatch_tasks) sends them: the
+    /// BPF drain pays its per-sample cost once per pack. Returns how many were written
+    /// (fewer than `tasks.len()` once the ring is full). Nothing is validated here.
+    pub fn write_packed(tasks: &[Dispatch], ring: &mut RingWriter) -> usize {
+        let mut written = 0;
+        for pack in tasks.chunks(DISPATCH_BATCH_MAX) {
+            let fits = ring.write_with(pack.len() * DISPATCH_RECORD_LEN, |dst| {
+                for (task, out) in pack.iter().zip(dst.chunks_exact_mut(DISPATCH_RECORD_LEN)) {
+                    out.copy_from_slice(&task.to_bytes());
+                }
+            });
+            if !fits {
+                break;
+            }
+            written += pack.len();
+        }
+        written
     }
 
     pub(crate) fn to_raw(self) -> sys::dispatched_task_ctx {

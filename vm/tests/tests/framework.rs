@@ -274,6 +274,71 @@ fn second_init_and_bad_dispatches_are_typed_errors() {
 }
 
 /// Run `sleeper` (released) under `bpf` for `dur` with a FIFO loop; returns the final stats.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn batched_decisions_travel_packed_and_each_is_carried_out() {
+    // Every pass hands all its decisions over in one dispatch_tasks call, each real one
+    // between two for a pid that does not exist: several records to a ring sample (up to
+    // DISPATCH_BATCH_MAX), every one decoded at its own offset. A misread record would
+    // leave a task undispatched (stall guard, watchdog) or the counts wrong.
+    let mut sleepers: Vec<_> = (0..4).map(|_| gated_shell(SLEEPER, None)).collect();
+    let mut bpf = BpfScheduler::builder().build().expect("init");
+    for s in &mut sleepers {
+        release(s);
+    }
+    let bogus = |n| Dispatch {
+        pid: 4_000_000 + n,
+        cpu: RL_CPU_ANY,
+        ..Dispatch::default()
+    };
+    // Three samples' worth (16 + 16 + 8) to begin with.
+    let mut batch: Vec<_> = (0..40).map(bogus).collect();
+    bpf.dispatch_tasks(&batch).expect("dispatch 40");
+    let (mut real, mut sent, mut longest) = (0u64, batch.len() as u64, batch.len());
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        batch.clear();
+        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
+            if task.cpu >= 0 {
+                let mut d = Dispatch::new(&task);
+                if !task.idle_cpu() {
+                    d.cpu = RL_CPU_ANY;
+                }
+                batch.extend([bogus(1), d, bogus(2)]);
+                real += 1;
+            }
+        }
+        bpf.dispatch_tasks(&batch).expect("dispatch a batch");
+        sent += batch.len() as u64;
+        longest = longest.max(batch.len());
+        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
+    }
+    let report = bpf.shutdown_and_report().expect("report");
+    for mut s in sleepers {
+        drop(s.stop(libc::SIGKILL, Duration::from_secs(5)));
+    }
+    let st = report.stats;
+    println!("{real} tasks, {sent} records, longest batch {longest}: {st}");
+    assert_eq!(
+        report.kind,
+        scx_userland::ExitKind::Unregistered,
+        "{report}"
+    );
+    assert!(
+        longest > scx_userland::DISPATCH_BATCH_MAX,
+        "never a full sample: {longest}"
+    );
+    assert_eq!(st.nr_dispatch_records, sent, "{st}");
+    assert_eq!(st.nr_failed_dispatches, 0, "{st}");
+    assert_eq!(
+        st.nr_user_dispatches + st.nr_cancel_dispatches,
+        sent,
+        "{st}"
+    );
+    assert!(st.nr_cancel_dispatches >= 2 * real, "{st}");
+    assert!(st.nr_user_dispatches > 50, "{st}");
+}
+
 fn stats_after(mut bpf: BpfScheduler, sleeper: &mut ChildGuard, dur: Duration) -> Stats {
     release(sleeper);
     fifo_for(&mut bpf, dur, |_| ());

@@ -61,6 +61,9 @@ extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_
 extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym;
 extern u32 scx_bpf_dispatch_nr_slots(void) __ksym;
 extern s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
+extern __u32 bpf_dynptr_size(const struct bpf_dynptr *p) __ksym;
+extern void *bpf_dynptr_slice(const struct bpf_dynptr *p, __u32 offset, void *buffer__opt,
+			      __u32 buffer__szk) __ksym;
 extern s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym;
 extern u32 scx_bpf_nr_cpu_ids(void) __ksym;
 extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
@@ -530,28 +533,24 @@ static __always_inline void make_room(struct task_struct *p)
 		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
 }
 
-/* One record from the `dispatched` user ring buffer. Returns 1 to stop draining. */
-static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
+/*
+ * Carry out one decision of user space's: the fields of a dispatched_task_ctx, its
+ * first word (pid, then cpu) as one argument. Returns 1 if the task was dispatched,
+ * 0 if the decision was stale. A global function, so the verifier checks it once
+ * and not once per record of a sample.
+ */
+__noinline int dispatch_one(u64 pid_cpu, u64 cpumask_cnt, u64 slice_ns, u64 vtime, u64 flags)
 {
-	struct dispatched_task_ctx d;
+	s32 pid = (s32)pid_cpu, cpu = (s32)(pid_cpu >> 32), hint;
 	struct task_struct *p;
 	struct task_ctx *tctx;
 	u64 slice, enq_flags = 0;
-	s32 cpu, hint;
 
-	/* User space is deciding again. */
-	if (fallback)
-		fallback = 0;
-	if (bpf_dynptr_read(&d, sizeof(d), dynptr, 0, 0)) {
-		__sync_fetch_and_add(&nr_failed_dispatches, 1);
-		goto next;
-	}
-
-	p = bpf_task_from_pid(d.pid);
+	p = bpf_task_from_pid(pid);
 	if (!p) {
 		/* Exited meanwhile, or never existed. */
 		__sync_fetch_and_add(&nr_cancel_dispatches, 1);
-		goto next;
+		return 0;
 	}
 
 	tctx = lookup_task_ctx(p);
@@ -559,15 +558,14 @@ static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 		/* Not waiting for a decision: dequeued, dispatched already, or never queued. */
 		__sync_fetch_and_add(&nr_cancel_dispatches, 1);
 		bpf_task_release(p);
-		goto next;
+		return 0;
 	}
 
-	slice = clamp_slice(d.slice_ns);
-	cpu = d.cpu;
+	slice = clamp_slice(slice_ns);
 	hint = tctx->idle_cpu;
 	tctx->idle_cpu = -1;
 
-	if (cpu >= 0 && (d.cpumask_cnt != tctx->cpumask_cnt || (u32)cpu >= scx_bpf_nr_cpu_ids() ||
+	if (cpu >= 0 && (cpumask_cnt != tctx->cpumask_cnt || (u32)cpu >= scx_bpf_nr_cpu_ids() ||
 			 !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))) {
 		/* Stale or impossible target: let any CPU the task may use take it. */
 		__sync_fetch_and_add(&nr_bounce_dispatches, 1);
@@ -575,22 +573,22 @@ static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 	}
 
 	if (cpu >= 0) {
-		if (d.flags & RL_DF_PREEMPT)
+		if (flags & RL_DF_PREEMPT)
 			enq_flags |= SCX_ENQ_PREEMPT;
-		if (d.flags & RL_DF_HEAD)
+		if (flags & RL_DF_HEAD)
 			enq_flags |= SCX_ENQ_HEAD;
 		dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags);
 		kick_if_idle(cpu);
 	} else {
-		if (d.vtime) {
-			dsq_insert_vtime(p, SHARED_VTIME_DSQ, slice, d.vtime, 0);
+		if (vtime) {
+			dsq_insert_vtime(p, SHARED_VTIME_DSQ, slice, vtime, 0);
 		} else {
-			if (d.flags & RL_DF_HEAD)
+			if (flags & RL_DF_HEAD)
 				enq_flags |= fifo_head_flag();
 			dsq_insert(p, SHARED_DSQ, slice, enq_flags);
 		}
 		cpu = scx_bpf_task_cpu(p);
-		if (d.flags & RL_DF_PREEMPT)
+		if (flags & RL_DF_PREEMPT)
 			make_room(p);
 		else
 			kick_if_idle(cpu);
@@ -599,23 +597,71 @@ static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 	if (hint >= 0 && hint != cpu)
 		kick_if_idle(hint);
 
-	__sync_fetch_and_add(&nr_user_dispatches, 1);
 	bpf_task_release(p);
+	return 1;
+}
+
+/* Room left in this ops.dispatch() for one more `dispatched` sample, however full. */
+static __always_inline bool room_for_a_sample(void)
+{
+	return scx_bpf_dispatch_nr_slots() >= RL_DISPATCH_BATCH_MAX;
+}
+
+/* What one drain of `dispatched` did, added to the counters once at its end. */
+struct drain_tally {
+	u64 records;
+	u64 dispatched;
+};
+
+/*
+ * One sample of the `dispatched` user ring buffer: 1 to RL_DISPATCH_BATCH_MAX
+ * records back to back, counted into the drain_tally at @ctx. Returns 1 to stop
+ * draining.
+ */
+static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
+{
+	const u32 rec = sizeof(struct dispatched_task_ctx);
+	const struct dispatched_task_ctx *d;
+	u32 size = bpf_dynptr_size(dynptr), n = size / rec, i;
+	struct drain_tally *tally = ctx;
+
+	/* User space is deciding again. */
+	if (fallback)
+		fallback = 0;
+	if (!n || n > RL_DISPATCH_BATCH_MAX || n * rec != size) {
+		__sync_fetch_and_add(&nr_failed_dispatches, 1);
+		goto next;
+	}
+	bpf_for(i, 0, n) {
+		/* A read-only view of the record where it lies in the ring: no copy. */
+		d = bpf_dynptr_slice(dynptr, i * rec, NULL, sizeof(*d));
+		if (!d) {
+			__sync_fetch_and_add(&nr_failed_dispatches, 1);
+			break;
+		}
+		tally->dispatched += dispatch_one(*(const u64 *)d, d->cpumask_cnt, d->slice_ns,
+						  d->vtime, d->flags);
+		tally->records++;
+	}
 next:
-	return scx_bpf_dispatch_nr_slots() ? 0 : 1;
+	return room_for_a_sample() ? 0 : 1;
 }
 
 SEC("struct_ops/rl_dispatch")
 void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
 {
-	long n;
+	struct drain_tally tally = {};
 	u64 now;
 
-	/* User space never waits for room in this ring: no wake-up after draining. */
-	if (scx_bpf_dispatch_nr_slots()) {
-		n = bpf_user_ringbuf_drain(&dispatched, handle_dispatch, NULL, BPF_RB_NO_WAKEUP);
-		if (n > 0)
-			__sync_fetch_and_add(&nr_dispatch_records, n);
+	/*
+	 * User space never waits for room in this ring: no wake-up after draining.
+	 * Test the number of samples, never the tally: a branch on the tally would make
+	 * the verifier track its every value through the callback.
+	 */
+	if (room_for_a_sample() &&
+	    bpf_user_ringbuf_drain(&dispatched, handle_dispatch, &tally, BPF_RB_NO_WAKEUP) > 0) {
+		__sync_fetch_and_add(&nr_dispatch_records, tally.records);
+		__sync_fetch_and_add(&nr_user_dispatches, tally.dispatched);
 	}
 	run_pending();
 
@@ -793,5 +839,7 @@ struct sched_ext_ops userland_ops = {
 	.init = (void *)rl_init,
 	.exit = (void *)rl_exit,
 	.timeout_ms = 5000,
+	/* Two full `dispatched` samples per ops.dispatch() (room_for_a_sample()). */
+	.dispatch_max_batch = 2 * RL_DISPATCH_BATCH_MAX,
 	.name = "userland",
 };
