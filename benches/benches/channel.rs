@@ -2,15 +2,16 @@
 //!
 //! - `dispatch/*`: N decisions produced into a real `BPF_MAP_TYPE_USER_RINGBUF`, then one
 //!   `BPF_PROG_TEST_RUN` of a `SEC("syscall")` program that drains them the way the
-//!   scheduler's ops.dispatch() does. `ours` = `Dispatch::to_bytes` + `RingWriter::write` per
-//!   record and one `publish`; `libbpf-rs` = `UserRingBuffer::reserve`/`submit` per record.
+//!   scheduler's ops.dispatch() does. `ours` = `Dispatch::write_packed` (up to
+//!   `DISPATCH_BATCH_MAX` records a sample) and one `publish`; `libbpf-rs` =
+//!   `UserRingBuffer::reserve`/`submit` per record, each read in place by its drain.
 //! - `dequeue/*`: one `BPF_PROG_TEST_RUN` producing N `queued_task_ctx` records into a real
 //!   `BPF_MAP_TYPE_RINGBUF`, then consuming them: `ours-batch` = one `RingReader::consume`
 //!   pass, `ours-single` = `consume(1)` per record, `libbpf-rs` = `RingBuffer::consume` with
 //!   a decoding callback. Every path decodes with `QueuedTask::from_bytes` into a `Vec`.
 //!
 //! The criterion groups run with `BPF_RB_NO_WAKEUP` on every BPF end: the channel alone,
-//! the same BPF work for both paths.
+//! the same per-record BPF work for both paths.
 //!
 //! After the criterion groups, a fixed-time loop (each path in turn, interleaved) measures
 //! records/s per path in two modes and prints ours/baseline ratios: the channel alone, and

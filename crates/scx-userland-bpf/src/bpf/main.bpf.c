@@ -62,8 +62,6 @@ extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym;
 extern u32 scx_bpf_dispatch_nr_slots(void) __ksym;
 extern s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
 extern __u32 bpf_dynptr_size(const struct bpf_dynptr *p) __ksym;
-extern void *bpf_dynptr_slice(const struct bpf_dynptr *p, __u32 offset, void *buffer__opt,
-			      __u32 buffer__szk) __ksym;
 extern s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym;
 extern u32 scx_bpf_nr_cpu_ids(void) __ksym;
 extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
@@ -174,6 +172,18 @@ struct {
 	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
 	__uint(max_entries, 4 * 1024 * 1024);
 } dispatched SEC(".maps");
+
+/* Where ops.dispatch() copies a `dispatched` sample before it carries it out. */
+struct dispatch_scratch {
+	struct dispatched_task_ctx rec[RL_DISPATCH_BATCH_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct dispatch_scratch);
+} dispatch_scratch SEC(".maps");
 
 struct task_ctx {
 	/* 1 while a queued record is outstanding and no dispatch consumed it. */
@@ -533,20 +543,15 @@ static __always_inline void make_room(struct task_struct *p)
 		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
 }
 
-/*
- * Carry out one decision of user space's: the fields of a dispatched_task_ctx, its
- * first word (pid, then cpu) as one argument. Returns 1 if the task was dispatched,
- * 0 if the decision was stale. A global function, so the verifier checks it once
- * and not once per record of a sample.
- */
-__noinline int dispatch_one(u64 pid_cpu, u64 cpumask_cnt, u64 slice_ns, u64 vtime, u64 flags)
+/* Carry out one decision of user space's. Returns 1 if done, 0 if it was stale. */
+static __always_inline int dispatch_one(const struct dispatched_task_ctx *d)
 {
-	s32 pid = (s32)pid_cpu, cpu = (s32)(pid_cpu >> 32), hint;
+	u64 slice, flags = d->flags, enq_flags = 0;
+	s32 cpu = d->cpu, hint;
 	struct task_struct *p;
 	struct task_ctx *tctx;
-	u64 slice, enq_flags = 0;
 
-	p = bpf_task_from_pid(pid);
+	p = bpf_task_from_pid(d->pid);
 	if (!p) {
 		/* Exited meanwhile, or never existed. */
 		__sync_fetch_and_add(&nr_cancel_dispatches, 1);
@@ -561,11 +566,11 @@ __noinline int dispatch_one(u64 pid_cpu, u64 cpumask_cnt, u64 slice_ns, u64 vtim
 		return 0;
 	}
 
-	slice = clamp_slice(slice_ns);
+	slice = clamp_slice(d->slice_ns);
 	hint = tctx->idle_cpu;
 	tctx->idle_cpu = -1;
 
-	if (cpu >= 0 && (cpumask_cnt != tctx->cpumask_cnt || (u32)cpu >= scx_bpf_nr_cpu_ids() ||
+	if (cpu >= 0 && (d->cpumask_cnt != tctx->cpumask_cnt || (u32)cpu >= scx_bpf_nr_cpu_ids() ||
 			 !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))) {
 		/* Stale or impossible target: let any CPU the task may use take it. */
 		__sync_fetch_and_add(&nr_bounce_dispatches, 1);
@@ -580,8 +585,8 @@ __noinline int dispatch_one(u64 pid_cpu, u64 cpumask_cnt, u64 slice_ns, u64 vtim
 		dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags);
 		kick_if_idle(cpu);
 	} else {
-		if (vtime) {
-			dsq_insert_vtime(p, SHARED_VTIME_DSQ, slice, vtime, 0);
+		if (d->vtime) {
+			dsq_insert_vtime(p, SHARED_VTIME_DSQ, slice, d->vtime, 0);
 		} else {
 			if (flags & RL_DF_HEAD)
 				enq_flags |= fifo_head_flag();
@@ -621,26 +626,27 @@ struct drain_tally {
 static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 {
 	const u32 rec = sizeof(struct dispatched_task_ctx);
-	const struct dispatched_task_ctx *d;
-	u32 size = bpf_dynptr_size(dynptr), n = size / rec, i;
+	u32 size = bpf_dynptr_size(dynptr), n = size / rec, i, zero = 0;
 	struct drain_tally *tally = ctx;
+	struct dispatch_scratch *buf;
 
 	/* User space is deciding again. */
 	if (fallback)
 		fallback = 0;
-	if (!n || n > RL_DISPATCH_BATCH_MAX || n * rec != size) {
+	/*
+	 * One copy of the whole sample, then the records from there: the dynptr is
+	 * not needed (nor kept live) while they are carried out.
+	 */
+	buf = bpf_map_lookup_elem(&dispatch_scratch, &zero);
+	if (!buf || !n || size > sizeof(buf->rec) || n * rec != size ||
+	    bpf_dynptr_read(buf->rec, size, dynptr, 0, 0)) {
 		__sync_fetch_and_add(&nr_failed_dispatches, 1);
 		goto next;
 	}
 	bpf_for(i, 0, n) {
-		/* A read-only view of the record where it lies in the ring: no copy. */
-		d = bpf_dynptr_slice(dynptr, i * rec, NULL, sizeof(*d));
-		if (!d) {
-			__sync_fetch_and_add(&nr_failed_dispatches, 1);
+		if (i >= RL_DISPATCH_BATCH_MAX)
 			break;
-		}
-		tally->dispatched += dispatch_one(*(const u64 *)d, d->cpumask_cnt, d->slice_ns,
-						  d->vtime, d->flags);
+		tally->dispatched += dispatch_one(&buf->rec[i]);
 		tally->records++;
 	}
 next:
