@@ -17,6 +17,7 @@ fn main() {
         src.clone(),
         intf_dir.join("intf.h"),
         vmlinux_dir.join("vmlinux.h"),
+        vmlinux_dir.join("dispatch_sample.bpf.h"),
     ] {
         println!("cargo:rerun-if-changed={}", path.display());
     }

@@ -17,6 +17,8 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include "intf.h"
+/* The real component's way of reading a `dispatched` sample. */
+#include "dispatch_sample.bpf.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -104,7 +106,6 @@ volatile struct bench_config bench_config = {
 	.nr_cpu_ids = 64,
 };
 
-extern __u32 bpf_dynptr_size(const struct bpf_dynptr *p) __ksym;
 extern void *bpf_dynptr_slice(const struct bpf_dynptr *p, __u32 offset, void *buffer__opt,
 			      __u32 buffer__szk) __ksym;
 
@@ -150,32 +151,18 @@ static __always_inline void tally_one(const struct dispatched_task_ctx *d, struc
 	tally->records++;
 }
 
-/* Where the drain copies one of our samples, as ops.dispatch() does. */
-struct dispatch_scratch {
-	struct dispatched_task_ctx rec[RL_DISPATCH_BATCH_MAX];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, struct dispatch_scratch);
-} dispatch_scratch SEC(".maps");
-
 /*
  * One `dispatched` sample of ours: 1 to RL_DISPATCH_BATCH_MAX records back to back,
  * read as the real handle_dispatch() reads it (one copy, then each record).
  */
 static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 {
-	const u32 rec = sizeof(struct dispatched_task_ctx);
-	u32 size = bpf_dynptr_size(dynptr), n = size / rec, i, zero = 0;
 	struct drain_tally *tally = ctx;
 	struct dispatch_scratch *buf;
+	u32 n, i;
 
-	buf = bpf_map_lookup_elem(&dispatch_scratch, &zero);
-	if (!buf || !n || size > sizeof(buf->rec) || n * rec != size ||
-	    bpf_dynptr_read(buf->rec, size, dynptr, 0, 0)) {
+	buf = copy_sample(dynptr, &n);
+	if (!buf) {
 		__sync_fetch_and_add(&stats.dispatch_read_errors, 1);
 		return 0;
 	}

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 /// Every file the BPF object is built from, relative to the scx-userland-bpf crate.
 pub const SOURCES: &[&str] = &[
     "src/bpf/main.bpf.c",
+    "src/bpf/dispatch_sample.bpf.h",
     "src/bpf/vmlinux.h",
     "../scx-userland-sys/include/intf.h",
     // The compiler flags are part of what the object is built from.

@@ -61,7 +61,6 @@ extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_
 extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym;
 extern u32 scx_bpf_dispatch_nr_slots(void) __ksym;
 extern s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
-extern __u32 bpf_dynptr_size(const struct bpf_dynptr *p) __ksym;
 extern s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym;
 extern u32 scx_bpf_nr_cpu_ids(void) __ksym;
 extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
@@ -173,17 +172,8 @@ struct {
 	__uint(max_entries, 4 * 1024 * 1024);
 } dispatched SEC(".maps");
 
-/* Where ops.dispatch() copies a `dispatched` sample before it carries it out. */
-struct dispatch_scratch {
-	struct dispatched_task_ctx rec[RL_DISPATCH_BATCH_MAX];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, u32);
-	__type(value, struct dispatch_scratch);
-} dispatch_scratch SEC(".maps");
+/* ops.dispatch() reads its samples with copy_sample(). */
+#include "dispatch_sample.bpf.h"
 
 struct task_ctx {
 	/* 1 while a queued record is outstanding and no dispatch consumed it. */
@@ -625,21 +615,15 @@ struct drain_tally {
  */
 static long handle_dispatch(struct bpf_dynptr *dynptr, void *ctx)
 {
-	const u32 rec = sizeof(struct dispatched_task_ctx);
-	u32 size = bpf_dynptr_size(dynptr), n = size / rec, i, zero = 0;
 	struct drain_tally *tally = ctx;
 	struct dispatch_scratch *buf;
+	u32 n, i;
 
 	/* User space is deciding again. */
 	if (fallback)
 		fallback = 0;
-	/*
-	 * One copy of the whole sample, then the records from there: the dynptr is
-	 * not needed (nor kept live) while they are carried out.
-	 */
-	buf = bpf_map_lookup_elem(&dispatch_scratch, &zero);
-	if (!buf || !n || size > sizeof(buf->rec) || n * rec != size ||
-	    bpf_dynptr_read(buf->rec, size, dynptr, 0, 0)) {
+	buf = copy_sample(dynptr, &n);
+	if (!buf) {
 		__sync_fetch_and_add(&nr_failed_dispatches, 1);
 		goto next;
 	}
