@@ -1,7 +1,7 @@
 //! Build script: compile `bpf/channel.bpf.c` (the BPF ends of the benchmarked channel) with
 //! clang into `OUT_DIR/channel.bpf.o`.
 
-#[path = "../crates/scx-userland-bpf/build_support/clang.rs"]
+#[path = "../scx-userland-bpf/build_support/clang.rs"]
 mod clang;
 
 use std::env;
@@ -11,8 +11,8 @@ fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let src = manifest.join("bpf/channel.bpf.c");
-    let intf_dir = manifest.join("../crates/scx-userland-sys/include");
-    let vmlinux_dir = manifest.join("../crates/scx-userland-bpf/src/bpf");
+    let intf_dir = manifest.join("../scx-userland-sys/include");
+    let vmlinux_dir = manifest.join("../scx-userland-bpf/src/bpf");
     for path in [
         src.clone(),
         intf_dir.join("intf.h"),
@@ -22,7 +22,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=../crates/scx-userland-bpf/build_support/clang.rs");
+    println!("cargo:rerun-if-changed=../scx-userland-bpf/build_support/clang.rs");
     println!("cargo:rerun-if-env-changed=CLANG");
 
     let obj = out.join("channel.bpf.o");

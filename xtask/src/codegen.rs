@@ -1,9 +1,9 @@
 //! `cargo xtask codegen`: regenerate the checked-in artefacts, or check they are current.
 //!
-//! - `crates/scx-userland-sys/src/bindings.rs`: bindgen over `include/intf.h`.
-//! - `crates/scx-userland-bpf/vendored/userland.bpf.o` (+ `.sha256`): the BPF object, compiled
+//! - `scx-userland-sys/src/bindings.rs`: bindgen over `include/intf.h`.
+//! - `scx-userland-bpf/vendored/userland.bpf.o` (+ `.sha256`): the BPF object, compiled
 //!   by the -bpf crate's build script with `SCX_USERLAND_BPF_BUILD=1`.
-//! - `crates/scx-userland-bpf/src/bpf/vmlinux.h`: only with `--vmlinux`, from the BTF of the
+//! - `scx-userland-bpf/src/bpf/vmlinux.h`: only with `--vmlinux`, from the BTF of the
 //!   trixie-backports kernel (network access to the Debian archive).
 //!
 //! `--check` writes nothing and fails when any of them is out of date.
@@ -28,10 +28,10 @@ pub struct CodegenArgs {
     vmlinux: bool,
 }
 
-const BINDINGS: &str = "crates/scx-userland-sys/src/bindings.rs";
-const INTF_H: &str = "crates/scx-userland-sys/include/intf.h";
-const VENDORED_OBJ: &str = "crates/scx-userland-bpf/vendored/userland.bpf.o";
-const VMLINUX_H: &str = "crates/scx-userland-bpf/src/bpf/vmlinux.h";
+const BINDINGS: &str = "scx-userland-sys/src/bindings.rs";
+const INTF_H: &str = "scx-userland-sys/include/intf.h";
+const VENDORED_OBJ: &str = "scx-userland-bpf/vendored/userland.bpf.o";
+const VMLINUX_H: &str = "scx-userland-bpf/src/bpf/vmlinux.h";
 
 pub fn run(args: CodegenArgs) -> Result<()> {
     let root = workspace_root();
@@ -144,12 +144,12 @@ fn rustfmt(text: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-#[path = "../../crates/scx-userland-bpf/build_support/sources.rs"]
+#[path = "../../scx-userland-bpf/build_support/sources.rs"]
 mod bpf_sources;
 
 /// The hash of the BPF sources, computed exactly as the -bpf build script does.
 fn bpf_source_hash(root: &Path) -> Result<String> {
-    bpf_sources::hash_sources(&root.join("crates/scx-userland-bpf"))
+    bpf_sources::hash_sources(&root.join("scx-userland-bpf"))
         .context("reading the BPF sources")
 }
 

@@ -80,7 +80,7 @@ pub struct VmBenchArgs {
 
     /// Schedulers, comma separated, in the order each round runs them: `default` (the
     /// kernel's own scheduler, nothing attached) or a guest program (`scx-fifo`, `vruntime`,
-    /// any name in GUEST_PROGRAMS or an example of crates/scx-userland) [default:
+    /// any name in GUEST_PROGRAMS or an example of scx-userland) [default:
     /// default,scx-fifo,vruntime; without this flag an unavailable vruntime is skipped with a
     /// warning].
     #[arg(long, value_name = "LIST")]
@@ -760,7 +760,7 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 /// The guest programs to build for these schedulers, and the schedulers that will run.
-/// A scheduler is a `GUEST_PROGRAMS` entry or an example of crates/scx-userland; when the
+/// A scheduler is a `GUEST_PROGRAMS` entry or an example of scx-userland; when the
 /// list was not given explicitly, an unavailable `vruntime` is dropped with a warning.
 fn resolve_schedulers(
     list: &[String],
@@ -793,13 +793,13 @@ fn resolve_schedulers(
             run.push(s.clone());
         } else if !explicit && s == "vruntime" {
             println!(
-                "xtask: warning: no `vruntime` scheduler yet (crates/scx-userland/examples/\
+                "xtask: warning: no `vruntime` scheduler yet (scx-userland/examples/\
                  vruntime.rs); benchmarking without it"
             );
         } else {
             bail!(
                 "--schedulers: no guest program `{s}`: not in GUEST_PROGRAMS \
-                 (xtask/src/vm_test.rs) and no crates/scx-userland/examples/{s}.rs"
+                 (xtask/src/vm_test.rs) and no scx-userland/examples/{s}.rs"
             );
         }
     }

@@ -823,7 +823,7 @@ mod tests {
         let json = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/vm/tests#vm-tests@0.1.0","target":{"kind":["test"],"name":"harness"},"profile":{"test":true},"executable":"/w/target/release/deps/harness-1234"}
 {"reason":"compiler-artifact","package_id":"path+file:///w/vm/tests#vm-tests@0.1.0","target":{"kind":["lib"],"name":"vm_tests"},"profile":{"test":false},"executable":null}
 {"reason":"compiler-artifact","package_id":"path+file:///w/vm/tests#vm-tests@0.1.0","target":{"kind":["bin"],"name":"vm-demo"},"profile":{"test":false},"executable":"/w/target/release/vm-demo"}
-{"reason":"compiler-artifact","package_id":"path+file:///w/crates/scx-fifo#0.1.0","target":{"kind":["bin"],"name":"scx-fifo"},"profile":{"test":false},"executable":"/w/target/release/scx-fifo"}
+{"reason":"compiler-artifact","package_id":"path+file:///w/scx-fifo#0.1.0","target":{"kind":["bin"],"name":"scx-fifo"},"profile":{"test":false},"executable":"/w/target/release/scx-fifo"}
 {"reason":"build-finished","success":true}
 not json"#;
         let a = parse_artifacts(json);
