@@ -396,7 +396,8 @@ pub fn dequeue_ours_batch(
     r.consume(usize::MAX, |bytes| match QueuedTask::from_bytes(bytes) {
         Some(t) => out.push(t),
         None => bad = true,
-    });
+    })
+    .map_err(|e| Error::Mismatch(e.to_string()))?;
     if bad {
         return Err(Error::Mismatch("malformed queued record".into()));
     }
@@ -417,7 +418,10 @@ pub fn dequeue_ours_single(
     out.clear();
     loop {
         let mut task = None;
-        if r.consume(1, |bytes| task = QueuedTask::from_bytes(bytes)) == 0 {
+        if r.consume(1, |bytes| task = QueuedTask::from_bytes(bytes))
+            .map_err(|e| Error::Mismatch(e.to_string()))?
+            == 0
+        {
             break;
         }
         match task {

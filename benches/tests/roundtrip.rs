@@ -134,3 +134,38 @@ fn bpf_side_validates_like_the_dispatcher() {
     assert_eq!(last.dispatch_read_errors, 1);
     assert_eq!(last.dispatch_records, after.dispatch_records);
 }
+
+#[test]
+fn ring_ends_refuse_the_wrong_map_or_size() {
+    use scx_userland::ring::{RingReader, RingWriter};
+    use std::os::fd::AsFd;
+    let Some(ch) = open() else { return };
+    let (queued, queued_size) = ch.ring("queued").unwrap();
+    let (dispatched, dispatched_size) = ch.ring("dispatched").unwrap();
+    // The right map and size.
+    assert!(RingReader::new(queued.as_fd(), queued_size).is_ok());
+    assert!(RingWriter::new(dispatched.as_fd(), dispatched_size).is_ok());
+    // A size that is not the map's would map past the ring: refused.
+    for size in [queued_size * 2, queued_size / 2, 3] {
+        let err = RingReader::new(queued.as_fd(), size)
+            .err()
+            .expect("wrong size accepted");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    }
+    let err = RingWriter::new(dispatched.as_fd(), dispatched_size * 2)
+        .err()
+        .expect("wrong size accepted");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    // The other kind of ring: refused.
+    let err = RingReader::new(dispatched.as_fd(), dispatched_size)
+        .err()
+        .expect("user ring accepted as ring");
+    assert!(err.to_string().contains("BPF_MAP_TYPE_RINGBUF"), "{err}");
+    let err = RingWriter::new(queued.as_fd(), queued_size)
+        .err()
+        .expect("ring accepted as user ring");
+    assert!(
+        err.to_string().contains("BPF_MAP_TYPE_USER_RINGBUF"),
+        "{err}"
+    );
+}

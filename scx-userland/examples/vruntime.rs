@@ -6,11 +6,11 @@
 //! Run it as root on a sched_ext kernel: `cargo run --release --example vruntime`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use scx_userland::{BpfScheduler, Dispatch, QueuedTask, Waker, RL_CPU_ANY};
+use scx_userland::{
+    BpfScheduler, Dispatch, Error, ExitReport, Policy, QueuedTask, Runner, RL_CPU_ANY,
+};
 
 /// Time slice for a task that has to wait its turn.
 const SLICE_NS: u64 = 5_000_000;
@@ -32,8 +32,7 @@ struct TaskStat {
     last_sum_exec: u64,
 }
 
-struct Scheduler<'a> {
-    bpf: BpfScheduler<'a>,
+struct Vruntime {
     tasks: HashMap<i32, TaskStat>,
     /// The vruntime of the least-charged task dispatched so far: new tasks start here.
     min_vruntime: u64,
@@ -41,20 +40,14 @@ struct Scheduler<'a> {
     out: Vec<Dispatch>,
 }
 
-impl Scheduler<'_> {
-    fn init() -> Result<Self> {
-        // A wake-up that finds an idle CPU runs there at once, without a round trip.
-        let bpf = BpfScheduler::builder()
-            .name("vruntime")
-            .direct_idle(true)
-            .build()?;
-        Ok(Self {
-            bpf,
+impl Vruntime {
+    fn new() -> Self {
+        Self {
             tasks: HashMap::new(),
             min_vruntime: 1 << 20, // vtime 0 means "FIFO" to the BPF side: stay above it
             batch: Vec::with_capacity(256),
             out: Vec::with_capacity(256),
-        })
+        }
     }
 
     /// Charge `task` for what it ran since we last saw it; returns its new vruntime.
@@ -70,10 +63,12 @@ impl Scheduler<'_> {
         st.vruntime = st.vruntime.clamp(floor, self.min_vruntime + MAX_LAG_NS);
         st.vruntime
     }
+}
 
-    fn schedule(&mut self) -> Result<()> {
+impl Policy for Vruntime {
+    fn schedule(&mut self, bpf: &mut BpfScheduler<'_>) -> Result<(), Error> {
         self.batch.clear();
-        self.bpf.dequeue_tasks(&mut self.batch, 256)?;
+        bpf.dequeue_tasks(&mut self.batch, 256)?;
         self.out.clear();
         for i in 0..self.batch.len() {
             let task = self.batch[i];
@@ -100,7 +95,7 @@ impl Scheduler<'_> {
             }
             self.out.push(d);
         }
-        self.bpf.dispatch_tasks(&self.out)?;
+        bpf.dispatch_tasks(&self.out)?;
         if let Some(least) = self
             .out
             .iter()
@@ -111,39 +106,28 @@ impl Scheduler<'_> {
             self.min_vruntime = self.min_vruntime.max(least);
         }
         if self.out.is_empty() {
-            self.bpf.update_tasks(Some(0), Some(0))?; // sleeps until tasks come
+            bpf.update_tasks(Some(0), Some(0))?; // sleeps until tasks come
         }
         Ok(())
+    }
+
+    fn attached(&mut self, _bpf: &mut BpfScheduler<'_>) {
+        println!("vruntime: attached");
+    }
+
+    fn detached(&mut self, report: &ExitReport) {
+        println!("vruntime: final {}", report.stats);
+        println!("vruntime: exit: {report}");
     }
 }
 
 fn main() -> Result<()> {
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let waker = Arc::new(Mutex::new(None::<Waker>));
-    let (flag, slot) = (shutdown.clone(), waker.clone());
-    ctrlc::set_handler(move || {
-        flag.store(true, Ordering::Relaxed);
-        if let Some(w) = slot.lock().unwrap().as_ref() {
-            w.wake();
-        }
-    })?;
-
-    loop {
-        let mut sched = Scheduler::init()?;
-        *waker.lock().unwrap() = Some(sched.bpf.waker());
-        println!("vruntime: attached");
-        while !shutdown.load(Ordering::Relaxed) && !sched.bpf.exited() {
-            sched.schedule()?;
-        }
-        let report = sched.bpf.shutdown_and_report()?;
-        println!("vruntime: final {}", report.stats);
-        println!("vruntime: exit: {report}");
-        if report.should_restart() && !shutdown.load(Ordering::Relaxed) {
-            continue;
-        }
-        if report.kind.is_error() {
-            anyhow::bail!("ejected by the kernel: {report}");
-        }
-        return Ok(());
+    // A wake-up that finds an idle CPU runs there at once, without a round trip.
+    let builder = BpfScheduler::builder().name("vruntime").direct_idle(true);
+    // Ctrl-C, the restarts the kernel asks for and the exit report: the runner's job.
+    let report = Runner::new(builder).run(&mut Vruntime::new())?;
+    if report.kind.is_error() {
+        anyhow::bail!("ejected by the kernel: {report}");
     }
+    Ok(())
 }

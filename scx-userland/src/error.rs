@@ -71,7 +71,9 @@ pub enum Error {
     /// A record in the queued ring did not have the expected size.
     #[error("malformed record of {0} bytes in the queued ring (BPF object and crate disagree)")]
     MalformedRecord(usize),
-    /// The BPF component stopped (see `shutdown_and_report` for why).
+    /// The BPF component stopped (see `shutdown_and_report` for why). Kept for callers that
+    /// match on it: the scheduling calls report an exit through `exited()` and `Ok` values,
+    /// never through this error.
     #[error("the BPF scheduler has exited")]
     Exited,
     /// Opening or loading the BPF object failed.

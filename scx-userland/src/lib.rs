@@ -28,12 +28,16 @@
 
 mod error;
 pub mod ring;
+mod run;
 mod scheduler;
 mod task;
 mod topology;
 
 pub use error::Error;
-pub use scheduler::{BpfScheduler, BpfSchedulerBuilder, ExitKind, ExitReport, Stats, Waker};
+pub use run::{Policy, Runner, Stopper};
+pub use scheduler::{
+    BpfScheduler, BpfSchedulerBuilder, CounterMut, ExitKind, ExitReport, Stats, Waker,
+};
 pub use task::{
     Dispatch, DispatchedTask, QueuedTask, DISPATCH_BATCH_MAX, DISPATCH_RECORD_LEN, RL_CPU_ANY,
     SLICE_DEFAULT_NS, SLICE_MAX_NS,

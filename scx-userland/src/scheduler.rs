@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::mem::{size_of, ManuallyDrop, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,6 +164,9 @@ pub struct BpfScheduler<'a> {
     epoll: OwnedFd,
     waker: Waker,
     skel: ManuallyDrop<UserlandSkel<'static>>,
+    /// The skeleton's `.bss` mapping, shared with BPF, which updates it concurrently: only
+    /// ever accessed through raw pointers and atomics, never through Rust references.
+    bss: NonNull<types::bss>,
     open_object: NonNull<MaybeUninit<OpenObject>>,
     nr_cpu_ids: u32,
     locked_memory: bool,
@@ -184,11 +187,65 @@ impl Waker {
     }
 }
 
+/// A counter of the BPF component's `.bss`, read when created and, if it was assigned through
+/// `*counter = …` (or `+=`), written back when dropped. This keeps the `nr_*_mut()` accessors'
+/// `*bpf.nr_queued_mut() = n` form working without a `&mut u64` into memory that BPF updates
+/// concurrently. Reads and writes are single atomic accesses; a read-modify-write such as
+/// `+= 1` is not atomic as a whole (an update BPF makes in between is overwritten), so only
+/// assign the counters user space owns (`nr_queued`, `nr_scheduled`) and read the others.
+pub struct CounterMut<'a> {
+    shared: &'a AtomicU64,
+    value: u64,
+    written: bool,
+}
+
+impl std::ops::Deref for CounterMut<'_> {
+    type Target = u64;
+    fn deref(&self) -> &u64 {
+        &self.value
+    }
+}
+
+impl std::ops::DerefMut for CounterMut<'_> {
+    fn deref_mut(&mut self) -> &mut u64 {
+        self.written = true;
+        &mut self.value
+    }
+}
+
+impl Drop for CounterMut<'_> {
+    fn drop(&mut self) {
+        if self.written {
+            self.shared.store(self.value, Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::fmt::Debug for CounterMut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value.fmt(f)
+    }
+}
+
+/// A `u64` field of the shared `.bss`, as the atomic that BPF and user space share it as.
+macro_rules! shared_u64 {
+    ($self:ident . $($field:tt)+) => {
+        // SAFETY: `bss` points into the live `.bss` mapping for `$self`'s lifetime; the field
+        // is an aligned u64 (asserted by the BPF object's layout); BPF accesses it
+        // concurrently, so it is only ever accessed atomically from here.
+        unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*$self.bss.as_ptr()).$($field)+)) }
+    };
+}
+
 macro_rules! counter_mut {
     ($($(#[$doc:meta])* $fn:ident => $field:ident;)*) => {$(
         $(#[$doc])*
-        pub fn $fn(&mut self) -> &mut u64 {
-            &mut self.bss_mut().$field
+        ///
+        /// Returns a [`CounterMut`]: `*bpf.nr_…_mut()` reads the counter, and
+        /// `*bpf.nr_…_mut() = n` sets it.
+        pub fn $fn(&mut self) -> CounterMut<'_> {
+            let shared = shared_u64!(self.$field);
+            CounterMut { value: shared.load(Ordering::Relaxed), shared, written: false }
         }
     )*};
 }
@@ -378,7 +435,7 @@ impl<'a> BpfScheduler<'a> {
             }
         };
         let mut this = Self::wrap(skel, storage, nr_cpu_ids)?;
-        this.bss_mut().nr_online_cpus = nr_cpus;
+        shared_u64!(this.nr_online_cpus).store(nr_cpus, Ordering::Relaxed);
         if opts.lock_memory {
             // SAFETY: mlockall has no memory-safety preconditions.
             this.locked_memory =
@@ -397,11 +454,17 @@ impl<'a> BpfScheduler<'a> {
 
     /// Build the value around a loaded skeleton; on error the skeleton and storage are freed.
     fn wrap(
-        skel: UserlandSkel<'static>,
+        mut skel: UserlandSkel<'static>,
         storage: NonNull<MaybeUninit<OpenObject>>,
         nr_cpu_ids: u32,
     ) -> Result<Self, Error> {
+        // Taken before the scheduler is attached, while nothing else touches the mapping.
+        let bss = skel.maps.bss_data.as_deref_mut().map(NonNull::from);
         let rings = (|| {
+            let bss = bss.ok_or(Error::Io {
+                context: "mapping the BPF object's .bss",
+                source: std::io::Error::other("the object has no .bss map"),
+            })?;
             let queued = RingReader::new(skel.maps.queued.as_fd(), skel.maps.queued.max_entries())
                 .map_err(Error::io("mapping the queued ring"))?;
             let dispatched = RingWriter::new(
@@ -410,9 +473,9 @@ impl<'a> BpfScheduler<'a> {
             )
             .map_err(Error::io("mapping the dispatched ring"))?;
             let epoll = epoll_for(skel.maps.queued.as_fd().as_raw_fd())?;
-            Ok((queued, dispatched, epoll))
+            Ok((queued, dispatched, epoll, bss))
         })();
-        let (queued, dispatched, (epoll, waker)) = match rings {
+        let (queued, dispatched, (epoll, waker), bss) = match rings {
             Ok(r) => r,
             Err(e) => {
                 drop(skel);
@@ -428,6 +491,7 @@ impl<'a> BpfScheduler<'a> {
             epoll,
             waker,
             skel: ManuallyDrop::new(skel),
+            bss,
             open_object: storage,
             nr_cpu_ids,
             locked_memory: false,
@@ -435,39 +499,29 @@ impl<'a> BpfScheduler<'a> {
         })
     }
 
-    fn bss(&self) -> &types::bss {
-        self.skel
-            .maps
-            .bss_data
-            .as_deref()
-            .expect("the object has a .bss")
-    }
-
-    fn bss_mut(&mut self) -> &mut types::bss {
-        self.skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .expect("the object has a .bss")
-    }
-
     /// The next task that wants a CPU, or `None` when none is waiting. Never blocks.
     ///
     /// A task with `cpu < 0` is a notice that it exited: there is nothing to dispatch.
-    /// Returns [`Error::Exited`] once the BPF component has stopped.
+    ///
+    /// Once the kernel has ended the scheduler (see [`exited`](Self::exited)) this drains what
+    /// is left in the ring and then returns `Ok(None)`: an exit is a lifecycle event, not an
+    /// error. Check [`exited`](Self::exited) in the loop and then call
+    /// [`shutdown_and_report`](Self::shutdown_and_report).
     pub fn dequeue_task(&mut self) -> Result<Option<QueuedTask>, Error> {
         let mut task = None;
         self.take(1, |t| task = Some(t))?;
         Ok(task)
     }
 
-    /// Append up to `max` waiting tasks to `out` in one pass over the ring; returns how many.
+    /// Append up to `max` waiting tasks to `out` in one pass over the ring; returns how many
+    /// (0 once the scheduler has exited and the ring is drained, as for
+    /// [`dequeue_task`](Self::dequeue_task)).
     pub fn dequeue_tasks(&mut self, out: &mut Vec<QueuedTask>, max: usize) -> Result<usize, Error> {
         self.take(max, |t| out.push(t))
     }
 
-    /// Hand up to `max` waiting tasks to `sink`; [`Error::Exited`] when none is waiting and
-    /// the BPF component stopped, [`Error::MalformedRecord`] for a record of the wrong size.
+    /// Hand up to `max` waiting tasks to `sink`; [`Error::MalformedRecord`] for a record of the
+    /// wrong size.
     fn take(&mut self, max: usize, mut sink: impl FnMut(QueuedTask)) -> Result<usize, Error> {
         let mut bad = None;
         let n = self
@@ -475,12 +529,10 @@ impl<'a> BpfScheduler<'a> {
             .consume(max, |bytes| match QueuedTask::from_bytes(bytes) {
                 Some(t) => sink(t),
                 None => bad = Some(bytes.len()),
-            });
+            })
+            .map_err(|e| Error::MalformedRecord(e.len as usize))?;
         if let Some(len) = bad {
             return Err(Error::MalformedRecord(len));
-        }
-        if n == 0 && self.exited() {
-            return Err(Error::Exited);
         }
         Ok(n)
     }
@@ -500,6 +552,9 @@ impl<'a> BpfScheduler<'a> {
     /// Hand several decisions over at once (checked as in [`dispatch_task`](Self::dispatch_task);
     /// none is sent when one is invalid). They travel [`DISPATCH_BATCH_MAX`](crate::DISPATCH_BATCH_MAX)
     /// to a ring sample, which makes a batch much cheaper for BPF to drain than single calls.
+    ///
+    /// After the kernel has ended the scheduler, decisions are accepted and dropped (there is
+    /// no kernel side left to carry them out): `Ok(())`.
     pub fn dispatch_tasks(&mut self, tasks: &[Dispatch]) -> Result<(), Error> {
         for t in tasks {
             self.check_dispatch(t)?;
@@ -512,9 +567,10 @@ impl<'a> BpfScheduler<'a> {
             if sent == tasks.len() {
                 return Ok(());
             }
-            // Full: let our CPU go through the kernel's dispatch path, which drains it.
+            // Full: let our CPU go through the kernel's dispatch path, which drains it. Nothing
+            // drains it once the scheduler has exited: the rest is dropped.
             if self.exited() {
-                return Err(Error::Exited);
+                return Ok(());
             }
             if tries == 1000 {
                 return Err(Error::DispatchRingFull);
@@ -543,19 +599,20 @@ impl<'a> BpfScheduler<'a> {
     ///
     /// When both end up zero and no task is waiting, this sleeps until a task arrives (or
     /// ~100 ms pass, or a [`Waker`] fires), so a loop of dequeue/dispatch/update never spins.
+    /// Once the scheduler has exited it returns at once, with `Ok(())`.
     pub fn update_tasks(
         &mut self,
         nr_queued: Option<u64>,
         nr_scheduled: Option<u64>,
     ) -> Result<(), Error> {
-        let bss = self.bss_mut();
         if let Some(n) = nr_queued {
-            bss.nr_queued = n;
+            self.set_nr_queued(n);
         }
         if let Some(n) = nr_scheduled {
-            bss.nr_scheduled = n;
+            self.set_nr_scheduled(n);
         }
-        if bss.nr_queued == 0 && bss.nr_scheduled == 0 {
+        let queued = shared_u64!(self.nr_queued).load(Ordering::Relaxed);
+        if queued == 0 && shared_u64!(self.nr_scheduled).load(Ordering::Relaxed) == 0 {
             self.wait_for_tasks(IDLE_WAIT)?;
         }
         Ok(())
@@ -567,20 +624,20 @@ impl<'a> BpfScheduler<'a> {
     }
 
     /// Sleep until a task is waiting in the ring, `timeout` passes, or the [`Waker`] fires.
-    /// Returns whether a task is waiting.
+    /// Returns whether a task is waiting. Once the scheduler has exited it does not sleep and
+    /// returns whether records are left to drain.
     pub fn wait_for_tasks(&mut self, timeout: Duration) -> Result<bool, Error> {
         if self.queued.pending() > 0 {
             return Ok(true);
         }
         if self.exited() {
-            return Err(Error::Exited);
+            return Ok(false);
         }
         // BPF wakes us only while this flag is set (an awake scheduler costs it nothing).
         // Set it before the last look at the ring: a record committed after that look sees
         // the flag (BPF reads it after its commit, a full barrier), so none sleeps unseen.
-        let sleeping = std::ptr::addr_of_mut!(self.bss_mut().usersched_sleeping);
-        // SAFETY: a field of the live .bss mapping, which BPF reads concurrently.
-        unsafe { std::ptr::write_volatile(sleeping, 1) };
+        let sleeping = shared_u64!(self.usersched_sleeping);
+        sleeping.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let n = if self.queued.pending() > 0 {
             0
@@ -600,8 +657,7 @@ impl<'a> BpfScheduler<'a> {
             }
             n
         };
-        // SAFETY: as above.
-        unsafe { std::ptr::write_volatile(sleeping, 0) };
+        sleeping.store(0, Ordering::Relaxed);
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {
@@ -663,8 +719,14 @@ impl<'a> BpfScheduler<'a> {
         if cpu < 0 || cpu as u32 >= self.nr_cpu_ids || cpu as usize >= sys::RL_MAX_CPUS as usize {
             return 0;
         }
-        // SAFETY: in bounds; BPF writes the slot concurrently, hence the volatile read.
-        unsafe { std::ptr::read_volatile(&self.bss().cpu_to_pid[cpu as usize]) }
+        // SAFETY: in bounds (checked above) of the live .bss mapping; BPF writes the aligned
+        // u32 slot concurrently, so it is read atomically.
+        unsafe {
+            std::sync::atomic::AtomicU32::from_ptr(std::ptr::addr_of_mut!(
+                (*self.bss.as_ptr()).cpu_to_pid[cpu as usize]
+            ))
+        }
+        .load(Ordering::Relaxed)
     }
 
     counter_mut! {
@@ -690,39 +752,70 @@ impl<'a> BpfScheduler<'a> {
         nr_sched_congested_mut => nr_sched_congested;
     }
 
-    /// All counters at once.
+    /// Set the number of tasks waiting in user space's queues (the counter user space owns;
+    /// BPF reads it to know work is pending). Same as `*bpf.nr_queued_mut() = n`.
+    pub fn set_nr_queued(&mut self, n: u64) {
+        shared_u64!(self.nr_queued).store(n, Ordering::Relaxed);
+    }
+
+    /// Set the number of tasks decided on and not yet dispatched (owned by user space, read
+    /// by BPF). Same as `*bpf.nr_scheduled_mut() = n`.
+    pub fn set_nr_scheduled(&mut self, n: u64) {
+        shared_u64!(self.nr_scheduled).store(n, Ordering::Relaxed);
+    }
+
+    /// Every counter, each read atomically. BPF keeps counting while they are read, so the
+    /// values are from slightly different moments: sums across counters can be off by the
+    /// events of those few nanoseconds (at rest, e.g. after
+    /// [`shutdown_and_report`](Self::shutdown_and_report), they are exact).
     pub fn stats(&self) -> Stats {
-        let b = self.bss();
-        // SAFETY (all reads): fields of the live .bss mapping, written concurrently by BPF.
-        let r = |v: &u64| unsafe { std::ptr::read_volatile(v) };
+        macro_rules! read {
+            ($field:ident) => {
+                shared_u64!(self.$field).load(Ordering::Relaxed)
+            };
+        }
         Stats {
-            nr_online_cpus: r(&b.nr_online_cpus),
-            nr_running: r(&b.nr_running),
-            nr_queued: r(&b.nr_queued),
-            nr_scheduled: r(&b.nr_scheduled),
-            nr_user_dispatches: r(&b.nr_user_dispatches),
-            nr_kernel_dispatches: r(&b.nr_kernel_dispatches),
-            nr_cancel_dispatches: r(&b.nr_cancel_dispatches),
-            nr_bounce_dispatches: r(&b.nr_bounce_dispatches),
-            nr_failed_dispatches: r(&b.nr_failed_dispatches),
-            nr_sched_congested: r(&b.nr_sched_congested),
-            nr_queued_events: r(&b.nr_queued_events),
-            nr_exit_events: r(&b.nr_exit_events),
-            nr_dispatch_records: r(&b.nr_dispatch_records),
-            nr_stalls: r(&b.nr_stalls),
-            nr_fallback_dispatches: r(&b.nr_fallback_dispatches),
-            nr_direct_dispatches: r(&b.nr_direct_dispatches),
-            nr_displaced_dispatches: r(&b.nr_displaced_dispatches),
-            // SAFETY: as above.
-            nr_outstanding: unsafe { std::ptr::read_volatile(&b.nr_outstanding) },
-            fallback: r(&b.fallback) != 0,
+            nr_online_cpus: read!(nr_online_cpus),
+            nr_running: read!(nr_running),
+            nr_queued: read!(nr_queued),
+            nr_scheduled: read!(nr_scheduled),
+            nr_user_dispatches: read!(nr_user_dispatches),
+            nr_kernel_dispatches: read!(nr_kernel_dispatches),
+            nr_cancel_dispatches: read!(nr_cancel_dispatches),
+            nr_bounce_dispatches: read!(nr_bounce_dispatches),
+            nr_failed_dispatches: read!(nr_failed_dispatches),
+            nr_sched_congested: read!(nr_sched_congested),
+            nr_queued_events: read!(nr_queued_events),
+            nr_exit_events: read!(nr_exit_events),
+            nr_dispatch_records: read!(nr_dispatch_records),
+            nr_stalls: read!(nr_stalls),
+            nr_fallback_dispatches: read!(nr_fallback_dispatches),
+            nr_direct_dispatches: read!(nr_direct_dispatches),
+            nr_displaced_dispatches: read!(nr_displaced_dispatches),
+            // SAFETY: an aligned s64 of the live .bss mapping, updated concurrently by BPF,
+            // read atomically.
+            nr_outstanding: unsafe {
+                std::sync::atomic::AtomicI64::from_ptr(std::ptr::addr_of_mut!(
+                    (*self.bss.as_ptr()).nr_outstanding
+                ))
+            }
+            .load(Ordering::Relaxed),
+            fallback: read!(fallback) != 0,
         }
     }
 
     /// True once the BPF component stopped (the kernel ejected or unregistered it).
     pub fn exited(&self) -> bool {
-        // SAFETY: reading the live .bss mapping; ops.exit() writes `kind` last.
-        unsafe { std::ptr::read_volatile(&self.bss().exit_info.kind) != 0 }
+        // SAFETY: an aligned i32 of the live .bss mapping, written concurrently by BPF, read
+        // atomically. ops.exit() writes `kind` last, so Acquire makes the rest of the record
+        // visible.
+        unsafe {
+            std::sync::atomic::AtomicI32::from_ptr(std::ptr::addr_of_mut!(
+                (*self.bss.as_ptr()).exit_info.kind
+            ))
+        }
+        .load(Ordering::Acquire)
+            != 0
     }
 
     /// Detach (if still attached) and report why the scheduler stopped.
@@ -736,8 +829,11 @@ impl<'a> BpfScheduler<'a> {
     }
 
     fn exit_report(&self) -> ExitReport {
-        // SAFETY: a plain copy out of the .bss mapping, which nothing writes after ops.exit().
-        let info: types::rl_exit_info = unsafe { std::ptr::read_volatile(&self.bss().exit_info) };
+        // SAFETY: a plain copy out of the live .bss mapping through a raw pointer; it is only
+        // called after the unregistration returned, and nothing writes the record after
+        // ops.exit().
+        let info: types::rl_exit_info =
+            unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*self.bss.as_ptr()).exit_info)) };
         let text = |bytes: &[std::ffi::c_char]| {
             // SAFETY: c_char and u8 have the same layout.
             let bytes: &[u8] = unsafe { &*(bytes as *const [std::ffi::c_char] as *const [u8]) };
@@ -760,7 +856,7 @@ impl BpfScheduler<'_> {
     /// Unregister the scheduler (once), telling the stall guard that nobody reads from now on.
     fn detach(&mut self) {
         if let Some(link) = self.link.take() {
-            self.bss_mut().detaching = 1;
+            shared_u64!(self.detaching).store(1, Ordering::SeqCst);
             drop(link);
         }
     }
