@@ -271,8 +271,452 @@ fn install_line(pkgs: &[&str]) -> String {
 }
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+static LOG_STARTED: AtomicBool = AtomicBool::new(false);
 
-/// Install Debian packages with the system apt (`apt-get update` runs once per process).
+/// Test hook: `XTASK_SETUP_PRETEND_MISSING=pkg,pkg…` makes setup treat these packages as not
+/// installed (apt simulates against a copy of the dpkg status without them) and turns every
+/// install into a simulation: nothing is installed and the system package index is not updated.
+const PRETEND_ENV: &str = "XTASK_SETUP_PRETEND_MISSING";
+
+fn pretend_missing() -> Vec<String> {
+    std::env::var(PRETEND_ENV)
+        .unwrap_or_default()
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Where apt's own output goes (shown on failure).
+fn apt_log_path() -> PathBuf {
+    crate::vm_dir().join("setup-apt.log")
+}
+
+/// Run an apt command, appending its output to the log; `(success, output)`.
+fn run_logged(mut cmd: Command) -> Result<(bool, String)> {
+    use std::io::Write;
+    let shown = format!("{cmd:?}");
+    cmd.env("LC_ALL", "C")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null());
+    let out = cmd.output().with_context(|| format!("running {shown}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = apt_log_path();
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let fresh = !LOG_STARTED.swap(true, Ordering::SeqCst);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(!fresh)
+        .truncate(fresh)
+        .open(&log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    writeln!(f, "==== $ {shown}\n{text}==== {}\n", out.status)
+        .with_context(|| format!("writing {}", log.display()))?;
+    Ok((out.status.success(), text))
+}
+
+/// The last lines of apt output, indented, for an error message.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    lines[from..].iter().map(|l| format!("    {l}\n")).collect()
+}
+
+/// Why `apt-get -s` failed: its unmet-dependency block and `E:` lines.
+fn apt_error_summary(text: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut in_unmet = false;
+    for l in text.lines() {
+        if l.starts_with("The following packages have unmet dependencies") {
+            in_unmet = true;
+        } else if in_unmet && !l.starts_with(' ') {
+            in_unmet = false;
+        }
+        if in_unmet || l.starts_with("E: ") {
+            out.push(l.trim());
+        }
+    }
+    if out.is_empty() {
+        out = text.lines().rev().take(3).collect();
+        out.reverse();
+    }
+    out.join("; ")
+}
+
+/// One `Inst` line of `apt-get -s install`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Inst {
+    name: String,
+    /// The installed version this replaces, if any.
+    old: Option<String>,
+    new: String,
+    /// Where the new version comes from, e.g. `Debian Backports:stable-backports`.
+    release: String,
+}
+
+/// What an `apt-get -s install` would do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Plan {
+    installs: Vec<Inst>,
+    /// `(package, installed version)` of every `Remv`/`Purg` line.
+    removals: Vec<(String, String)>,
+}
+
+/// Parse the `Inst`/`Remv`/`Purg` lines of `apt-get -s` output.
+fn parse_simulation(text: &str) -> Plan {
+    let mut plan = Plan::default();
+    for line in text.lines() {
+        let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let rest = rest.trim();
+        let (name, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        if name.is_empty() {
+            continue;
+        }
+        let mut rest = rest.trim_start();
+        let mut old = None;
+        if let Some(r) = rest.strip_prefix('[') {
+            if let Some((v, after)) = r.split_once(']') {
+                old = Some(v.trim().to_string());
+                rest = after.trim_start();
+            }
+        }
+        match kind {
+            "Remv" | "Purg" => plan
+                .removals
+                .push((name.to_string(), old.unwrap_or_default())),
+            "Inst" => {
+                let Some(inner) = rest
+                    .strip_prefix('(')
+                    .and_then(|r| r.split_once(')'))
+                    .map(|(i, _)| i)
+                else {
+                    continue;
+                };
+                let (new, release) = inner.split_once(' ').unwrap_or((inner, ""));
+                let release = match release.rfind(" [") {
+                    Some(i) => &release[..i],
+                    None => release,
+                };
+                plan.installs.push(Inst {
+                    name: name.to_string(),
+                    old,
+                    new: new.to_string(),
+                    release: release.trim().to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+    plan
+}
+
+impl Plan {
+    /// What it would do to installed packages that setup must never do: remove or downgrade.
+    /// `lt(a, b)` is "version a is older than version b".
+    fn harm(&self, lt: impl Fn(&str, &str) -> bool) -> Vec<String> {
+        let mut harm: Vec<String> = self
+            .removals
+            .iter()
+            .map(|(n, v)| format!("remove {n} {v}"))
+            .collect();
+        for i in &self.installs {
+            if let Some(old) = &i.old {
+                if lt(&i.new, old) {
+                    harm.push(format!("downgrade {} {old} to {}", i.name, i.new));
+                }
+            }
+        }
+        harm
+    }
+}
+
+/// `dpkg --compare-versions a lt b`; if dpkg cannot answer, any change counts as older.
+fn version_lt(a: &str, b: &str) -> bool {
+    match Command::new("dpkg")
+        .args(["--compare-versions", a, "lt", b])
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.code() == Some(0) || s.code() == Some(1) => s.success(),
+        _ => a != b,
+    }
+}
+
+/// The system's codename (`VERSION_CODENAME` in /etc/os-release).
+fn system_codename() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A `deb` source of the system's apt: its URIs and suites.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DebSource {
+    uris: Vec<String>,
+    suites: Vec<String>,
+}
+
+/// The `deb` entries of a one-line `sources.list` (`deb [opts] URI SUITE COMPONENTS…`).
+fn one_line_debs(text: &str) -> Vec<DebSource> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let Some(rest) = line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb\t"))
+        else {
+            continue;
+        };
+        let mut rest = rest.trim_start();
+        if let Some(opts) = rest.strip_prefix('[') {
+            let Some((_, after)) = opts.split_once(']') else {
+                continue;
+            };
+            rest = after;
+        }
+        let mut w = rest.split_whitespace();
+        if let (Some(uri), Some(suite)) = (w.next(), w.next()) {
+            out.push(DebSource {
+                uris: vec![uri.into()],
+                suites: vec![suite.into()],
+            });
+        }
+    }
+    out
+}
+
+/// The enabled `Types: deb` stanzas of a deb822 `.sources` file.
+fn deb822_debs(text: &str) -> Vec<DebSource> {
+    let mut out = Vec::new();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    for stanza in lines.split(|l| l.trim().is_empty()) {
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for l in stanza {
+            if l.starts_with([' ', '\t']) {
+                if let Some((_, v)) = fields.last_mut() {
+                    v.push(' ');
+                    v.push_str(l.trim());
+                }
+            } else if let Some((k, v)) = l.split_once(':') {
+                fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let get = |k: &str| -> Vec<String> {
+            fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.split_whitespace().map(String::from).collect())
+                .unwrap_or_default()
+        };
+        let disabled = get("enabled").iter().any(|v| v.eq_ignore_ascii_case("no"));
+        let (uris, suites) = (get("uris"), get("suites"));
+        if !disabled && get("types").iter().any(|t| t == "deb") && !uris.is_empty() {
+            out.push(DebSource { uris, suites });
+        }
+    }
+    out
+}
+
+/// Every `deb` source the system's apt uses (the files apt reads; others are ignored).
+fn system_sources() -> Vec<DebSource> {
+    let mut entries = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
+        entries.extend(one_line_debs(&t));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir("/etc/apt/sources.list.d")
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        let Ok(t) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        match f.extension().and_then(|e| e.to_str()) {
+            Some("sources") => entries.extend(deb822_debs(&t)),
+            Some("list") => entries.extend(one_line_debs(&t)),
+            _ => {}
+        }
+    }
+    entries
+}
+
+/// The private `sources.list` adding `<codename>-backports` on the mirror the system uses for
+/// `<codename>` (just a comment when the system's sources already have that suite).
+fn backports_sources_list(entries: &[DebSource], codename: &str) -> Result<String> {
+    let suite = format!("{codename}-backports");
+    if entries.iter().any(|e| e.suites.contains(&suite)) {
+        return Ok(format!("# {suite} is in the system's apt sources\n"));
+    }
+    let mut uris: Vec<String> = Vec::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.suites.iter().any(|s| s == codename))
+    {
+        for u in &e.uris {
+            let u = u.trim_end_matches('/');
+            if !u.starts_with("cdrom:") && !uris.iter().any(|x| x == u) {
+                uris.push(u.to_string());
+            }
+        }
+    }
+    if uris.is_empty() {
+        bail!("the system's apt sources have no `deb` entry for {codename} to take a mirror from");
+    }
+    Ok(uris
+        .iter()
+        .map(|u| format!("deb [signed-by={DEBIAN_KEYRING}] {u} {suite} main\n"))
+        .collect())
+}
+
+/// How to run apt: the system's apt, or with extra `-o` options (a private package index, a
+/// pretend dpkg status) and a target release.
+#[derive(Default)]
+struct Apt {
+    opts: Vec<String>,
+    target: Option<String>,
+}
+
+impl Apt {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("apt-get");
+        for o in &self.opts {
+            c.arg("-o").arg(o);
+        }
+        c.args(args);
+        c
+    }
+
+    /// The `apt-get install` arguments after the `-o` options.
+    fn install_args<'a>(&'a self, pkgs: &[&'a str], simulate: bool) -> Vec<&'a str> {
+        let mut a = vec!["install", "-q", if simulate { "-s" } else { "-y" }];
+        a.push("--no-install-recommends");
+        if !simulate {
+            // Belt and braces: the simulation said nothing goes; make apt refuse if it would.
+            a.push("--no-remove");
+        }
+        if let Some(t) = &self.target {
+            a.extend(["-t", t.as_str()]);
+        }
+        a.extend(pkgs);
+        a
+    }
+
+    /// The shell line for installing `pkgs` this way.
+    fn line(&self, pkgs: &[&str]) -> String {
+        let mut w: Vec<String> = vec!["apt-get".into()];
+        for o in &self.opts {
+            w.push("-o".into());
+            w.push(o.clone());
+        }
+        w.extend(
+            self.install_args(pkgs, false)
+                .iter()
+                .filter(|a| **a != "-q")
+                .map(|a| a.to_string()),
+        );
+        w.join(" ")
+    }
+
+    /// Simulate installing `pkgs`: the plan, or why apt cannot resolve it.
+    fn simulate(&self, pkgs: &[&str]) -> Result<std::result::Result<Plan, String>> {
+        let (ok, text) = run_logged(self.command(&self.install_args(pkgs, true)))?;
+        Ok(if ok {
+            Ok(parse_simulation(&text))
+        } else {
+            Err(apt_error_summary(&text))
+        })
+    }
+
+    fn install(&self, pkgs: &[&str]) -> Result<()> {
+        let (ok, text) = run_logged(self.command(&self.install_args(pkgs, false)))?;
+        if !ok {
+            bail!(
+                "`{}` failed; apt said:\n{}(full output in {})",
+                self.line(pkgs),
+                tail(&text, 25),
+                apt_log_path().display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// apt options that make apt see `pretend` as not installed: a copy of the dpkg status
+/// without their records.
+fn pretend_status_opts(pretend: &[String]) -> Result<Vec<String>> {
+    if pretend.is_empty() {
+        return Ok(Vec::new());
+    }
+    let status =
+        std::fs::read_to_string("/var/lib/dpkg/status").context("reading /var/lib/dpkg/status")?;
+    let kept: Vec<&str> = status
+        .split("\n\n")
+        .filter(|st| {
+            let name = st
+                .lines()
+                .find_map(|l| l.strip_prefix("Package:"))
+                .map(str::trim);
+            !name.is_some_and(|n| pretend.iter().any(|p| p == n))
+        })
+        .collect();
+    let dir = crate::vm_dir().join("apt").join("setup-pretend");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("status");
+    std::fs::write(&path, kept.join("\n\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(vec![format!("Dir::State::status={}", path.display())])
+}
+
+/// The system apt plus a private package index that adds `<codename>-backports` (under
+/// `target/vm/apt/setup-backports`; the system's apt configuration and index stay as they are),
+/// with `-t <codename>-backports`. Runs `apt-get update` on the private index.
+fn backports_apt(codename: &str, base_opts: &[String]) -> Result<Apt> {
+    let dir = crate::vm_dir().join("apt").join("setup-backports");
+    for sub in ["lists/partial", "cache/archives/partial"] {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let list = dir.join("sources.list");
+    let text = backports_sources_list(&system_sources(), codename)?;
+    std::fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
+    let mut opts = vec![
+        format!("Dir::Etc::SourceList={}", list.display()),
+        format!("Dir::State::Lists={}", dir.join("lists").display()),
+        format!("Dir::Cache={}", dir.join("cache").display()),
+    ];
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        // The private dirs belong to root; apt's `_apt` sandbox user could not write them.
+        opts.push("APT::Sandbox::User=root".into());
+    }
+    opts.extend(base_opts.iter().cloned());
+    let apt = Apt {
+        opts,
+        target: Some(format!("{codename}-backports")),
+    };
+    let (ok, text) = run_logged(apt.command(&["-q", "update"]))?;
+    if !ok {
+        let errs: Vec<&str> = text.lines().filter(|l| l.starts_with("E: ")).collect();
+        bail!(
+            "`apt-get update` with {codename}-backports failed: {}",
+            errs.join("; ")
+        );
+    }
+    Ok(apt)
+}
+
+/// Install Debian packages with apt, never removing or downgrading an installed package:
+/// simulate first; if the system's sources would remove or downgrade something, try the
+/// system codename's backports suite; if that does not fit either, stop and say why.
 /// Fails with the command to run when this process cannot install (not root / not Debian).
 pub fn install_packages(pkgs: &[&str], what: &str) -> Result<()> {
     if pkgs.is_empty() {
@@ -284,33 +728,102 @@ pub fn install_packages(pkgs: &[&str], what: &str) -> Result<()> {
             install_line(pkgs)
         );
     }
-    eprintln!("xtask: installing {} (needed for {what})", pkgs.join(" "));
-    if !APT_UPDATED.swap(true, Ordering::SeqCst) {
-        let status = Command::new("apt-get")
-            .args(["-q", "update"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .context("running apt-get update")?;
-        if !status.success() {
+    let pretend = pretend_missing();
+    let dry = !pretend.is_empty();
+    let log = apt_log_path();
+    if !dry && !APT_UPDATED.swap(true, Ordering::SeqCst) {
+        eprintln!("xtask: updating the apt package index");
+        let (ok, _) = run_logged(Apt::default().command(&["-q", "update"]))?;
+        if !ok {
             eprintln!(
-                "xtask: warning: `apt-get update` failed ({status}); trying the install anyway"
+                "xtask: warning: `apt-get update` failed (see {}); trying the install anyway",
+                log.display()
             );
         }
     }
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(pkgs)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("running apt-get install")?;
-    if !status.success() {
-        bail!(
-            "`{}` failed ({status}); fix the apt error above and run it again",
-            install_line(pkgs)
-        );
+    let base_opts = pretend_status_opts(&pretend)?;
+    let system = Apt {
+        opts: base_opts.clone(),
+        target: None,
+    };
+    let first = system.simulate(pkgs)?;
+    let why = match &first {
+        Ok(plan) => plan.harm(version_lt),
+        Err(e) => vec![format!("fail: {e}")],
+    };
+    if why.is_empty() {
+        if dry {
+            eprintln!(
+                "xtask: simulation ({PRETEND_ENV} set): would run `{}`",
+                system.line(pkgs)
+            );
+            return Ok(());
+        }
+        eprintln!("xtask: installing {} (needed for {what})", pkgs.join(" "));
+        return system.install(pkgs);
     }
-    Ok(())
+    let wanted = install_line(pkgs);
+    let Some(codename) = system_codename() else {
+        bail!(
+            "not installing: `{wanted}` would {}; the system has no VERSION_CODENAME to look \
+             for a backports suite. Install versions that fit the installed packages by hand.",
+            why.join(", ")
+        );
+    };
+    eprintln!(
+        "xtask: `{wanted}` would {}; trying {codename}-backports (apt log {})",
+        why.join(", "),
+        log.display()
+    );
+    let bpo = backports_apt(&codename, &base_opts);
+    let second = match &bpo {
+        Ok(apt) => apt.simulate(pkgs)?.map_err(|e| format!("fail: {e}")),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let bpo_why = match &second {
+        Ok(plan) => plan.harm(version_lt),
+        Err(e) => vec![e.clone()],
+    };
+    if let (Ok(apt), Ok(plan), true) = (&bpo, &second, bpo_why.is_empty()) {
+        let from: Vec<String> = plan
+            .installs
+            .iter()
+            .filter(|i| i.release.to_ascii_lowercase().contains("backports"))
+            .map(|i| format!("{} {}", i.name, i.new))
+            .collect();
+        eprintln!(
+            "xtask: from {codename}-backports: {} ({codename}'s own versions would {})",
+            if from.is_empty() {
+                "nothing".into()
+            } else {
+                from.join(", ")
+            },
+            why.join(", ")
+        );
+        if dry {
+            eprintln!(
+                "xtask: simulation ({PRETEND_ENV} set): would run `{}`",
+                apt.line(pkgs)
+            );
+            return Ok(());
+        }
+        eprintln!("xtask: installing {} (needed for {what})", pkgs.join(" "));
+        return apt.install(pkgs);
+    }
+    let backports = match &bpo {
+        Ok(apt) => format!("`{}` would {}", apt.line(pkgs), bpo_why.join(", ")),
+        Err(e) => format!("{codename}-backports is not usable: {e:#}"),
+    };
+    bail!(
+        "not installing {what}; setup never removes or downgrades an installed package.\n  \
+         `{wanted}` would {}\n  {backports}\n  \
+         Install versions of {} that fit the installed packages yourself (or remove the \
+         conflicting packages if you no longer need them), then run `cargo xtask setup` again. \
+         apt's output is in {}",
+        why.join(", "),
+        pkgs.join(" "),
+        log.display()
+    );
 }
 
 /// Make sure every need is met, installing missing packages when possible.
@@ -365,7 +878,12 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
 fn uninstalled_packages(pkgs: &[&'static str]) -> Option<Vec<&'static str>> {
     find_program("dpkg-query")?;
     let mut missing = Vec::new();
+    let pretend = pretend_missing();
     for &p in pkgs {
+        if pretend.iter().any(|x| x == p) {
+            missing.push(p);
+            continue;
+        }
         let out = Command::new("dpkg-query")
             .args(["-W", "-f=${db:Status-Status}", p])
             .stderr(Stdio::null())
@@ -424,6 +942,10 @@ pub fn run(args: SetupArgs) -> Result<()> {
         );
     }
     install_packages(&all, "the scx-userland toolchain and VM harness")?;
+    if !pretend_missing().is_empty() {
+        println!("xtask setup: simulation only ({PRETEND_ENV} set); installed nothing");
+        return Ok(());
+    }
     println!("xtask setup: after installing");
     let (missing, _) = report();
     if !missing.is_empty() {
@@ -470,6 +992,150 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Versions compared as plain strings: enough for the fixtures below.
+    fn lt(a: &str, b: &str) -> bool {
+        a < b
+    }
+
+    #[test]
+    fn simulation_with_a_removal() {
+        let text = "\
+Reading package lists...
+The following packages will be REMOVED:
+  qemu-utils
+0 upgraded, 2 newly installed, 1 to remove and 133 not upgraded.
+Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]
+Inst seabios (1.16.2-1 Debian:12.15/oldstable [all])
+Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u18+b3 Debian:12.15/oldstable [amd64])
+Conf seabios (1.16.2-1 Debian:12.15/oldstable [all])
+";
+        let plan = parse_simulation(text);
+        assert_eq!(
+            plan.removals,
+            [("qemu-utils".into(), "1:10.0.2+ds-2+deb13u1~bpo12+1".into())]
+        );
+        assert_eq!(plan.installs.len(), 2);
+        assert_eq!(
+            plan.installs[1],
+            Inst {
+                name: "qemu-system-x86".into(),
+                old: None,
+                new: "1:7.2+dfsg-7+deb12u18+b3".into(),
+                release: "Debian:12.15/oldstable".into(),
+            }
+        );
+        assert_eq!(
+            plan.harm(lt),
+            ["remove qemu-utils 1:10.0.2+ds-2+deb13u1~bpo12+1"]
+        );
+    }
+
+    #[test]
+    fn simulation_with_a_downgrade_and_an_upgrade() {
+        let text = "\
+Inst libfoo1 [2.0-1] (1.0-1 Debian:12.15/oldstable [amd64]) []
+Inst libbar1 [1.0-1] (1.1-1 Debian:12.15/oldstable [amd64])
+Purg oldpkg [3.0]
+";
+        let plan = parse_simulation(text);
+        assert_eq!(plan.installs[0].old.as_deref(), Some("2.0-1"));
+        assert_eq!(plan.installs[0].new, "1.0-1");
+        assert_eq!(
+            plan.harm(lt),
+            ["remove oldpkg 3.0", "downgrade libfoo1 2.0-1 to 1.0-1"]
+        );
+    }
+
+    #[test]
+    fn clean_simulation() {
+        let text = "\
+Inst qemu-system-common (1:10.0.2+ds-2+deb13u1~bpo12+1 Debian Backports:oldstable-backports [amd64])
+Inst qemu-system-x86 (1:10.0.2+ds-2+deb13u1~bpo12+1 Debian Backports:oldstable-backports [amd64])
+Conf qemu-system-x86 (1:10.0.2+ds-2+deb13u1~bpo12+1 Debian Backports:oldstable-backports [amd64])
+";
+        let plan = parse_simulation(text);
+        assert!(plan.removals.is_empty());
+        assert_eq!(
+            plan.installs[0].release,
+            "Debian Backports:oldstable-backports"
+        );
+        assert!(plan.harm(lt).is_empty());
+        assert!(
+            parse_simulation("qemu-system-x86 is already the newest version.\n")
+                .harm(lt)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn dpkg_version_order() {
+        if find_program("dpkg").is_none() {
+            return;
+        }
+        assert!(version_lt("1:7.2+dfsg-7", "1:10.0.2+ds-2"));
+        assert!(version_lt("1.16.3-2~bpo12+1", "1.16.3-2"));
+        assert!(!version_lt("1.0", "1.0"));
+    }
+
+    #[test]
+    fn apt_error_summary_keeps_the_reason() {
+        let text = "\
+Reading package lists...
+The following packages have unmet dependencies:
+ qemu-system-x86 : Depends: qemu-system-common (= 1:10.0.2) but 1:7.2 is to be installed
+E: Unable to correct problems, you have held broken packages.
+";
+        assert_eq!(
+            apt_error_summary(text),
+            "The following packages have unmet dependencies:; qemu-system-x86 : Depends: \
+             qemu-system-common (= 1:10.0.2) but 1:7.2 is to be installed; E: Unable to correct \
+             problems, you have held broken packages."
+        );
+    }
+
+    #[test]
+    fn backports_source_from_the_system_mirror() {
+        let deb822 = "\
+Types: deb
+# a comment
+URIs: http://mirror.example/debian/
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb
+Enabled: no
+URIs: http://disabled.example/debian
+Suites: bookworm
+";
+        let one_line = "deb [arch=amd64] http://other.example/debian bookworm main # x\n\
+                        deb-src http://src.example/debian bookworm main\n";
+        let mut e = deb822_debs(deb822);
+        assert_eq!(e.len(), 2);
+        e.extend(one_line_debs(one_line));
+        assert_eq!(e.len(), 3);
+        assert_eq!(
+            backports_sources_list(&e, "bookworm").unwrap(),
+            format!(
+                "deb [signed-by={DEBIAN_KEYRING}] http://mirror.example/debian bookworm-backports main\n\
+                 deb [signed-by={DEBIAN_KEYRING}] http://other.example/debian bookworm-backports main\n"
+            )
+        );
+        e.push(DebSource {
+            uris: vec!["http://mirror.example/debian".into()],
+            suites: vec!["bookworm-backports".into()],
+        });
+        assert!(backports_sources_list(&e, "bookworm")
+            .unwrap()
+            .starts_with('#'));
+        assert!(backports_sources_list(&e, "trixie").is_err());
     }
 
     #[test]
