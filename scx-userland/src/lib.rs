@@ -42,4 +42,4 @@ pub use task::{
     Dispatch, DispatchedTask, QueuedTask, DISPATCH_BATCH_MAX, DISPATCH_RECORD_LEN, RL_CPU_ANY,
     SLICE_DEFAULT_NS, SLICE_MAX_NS,
 };
-pub use topology::{parse_cpu_list, Topology};
+pub use topology::{parse_cpu_list, CpuInfo, Topology, MAX_CPU_ID};
