@@ -26,6 +26,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
 
     let obj = out.join("channel.bpf.o");
-    clang::compile_bpf(&src, &obj, &[vmlinux_dir, intf_dir], &manifest);
+    // intf.h from scx-userland-sys first: the layouts the benchmark's Rust side is built with
+    // (scx-userland-bpf/src/bpf holds a copy of it, kept identical by `cargo xtask codegen`).
+    clang::compile_bpf(&src, &obj, &[intf_dir, vmlinux_dir], &manifest);
     println!("cargo:rustc-env=SCX_BENCH_BPF_OBJECT={}", obj.display());
 }

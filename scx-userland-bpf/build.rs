@@ -1,18 +1,20 @@
-//! Build script: provide the BPF object and its libbpf-cargo skeleton.
+//! Build script: provide the BPF object (and, with `build-bpf`, its skeleton).
 //!
-//! By default the vendored object (`vendored/userland.bpf.o`) is used, so users need no
-//! clang. With the `build-bpf` feature or `SCX_USERLAND_BPF_BUILD=1` the object is compiled
-//! from `src/bpf/main.bpf.c` with clang instead. Either way the skeleton is generated into
-//! `OUT_DIR`, and the hash of the BPF sources is exported so a test can tell whether the
-//! vendored object is stale.
+//! By default the vendored object (`vendored/userland.bpf.o`) is used with the checked-in
+//! skeleton (`src/skel.rs`): no clang, no libbpf-cargo. With the `build-bpf` feature the
+//! object is compiled from `src/bpf/main.bpf.c` with clang into `OUT_DIR` and its skeleton is
+//! generated there too. Either way the hash of the BPF sources is exported so a test can tell
+//! whether the vendored object is stale.
 
 use std::env;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
+#[cfg(feature = "build-bpf")]
 #[path = "build_support/clang.rs"]
 mod clang;
+#[cfg(feature = "build-bpf")]
+#[path = "build_support/skel.rs"]
+mod skel;
 #[path = "build_support/sources.rs"]
 mod sources;
 
@@ -20,64 +22,74 @@ use sources::{hash_sources, SOURCES};
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     for src in SOURCES {
         println!("cargo:rerun-if-changed={src}");
     }
     println!("cargo:rerun-if-changed=build_support/sources.rs");
     println!("cargo:rerun-if-changed=build_support/clang.rs");
+    println!("cargo:rerun-if-changed=build_support/skel.rs");
     println!("cargo:rerun-if-changed=vendored/userland.bpf.o");
     println!("cargo:rerun-if-changed=vendored/userland.bpf.o.sha256");
-    println!("cargo:rerun-if-env-changed=SCX_USERLAND_BPF_BUILD");
-    println!("cargo:rerun-if-env-changed=CLANG");
 
     let source_hash = hash_sources(&manifest).expect("reading the BPF sources");
     println!("cargo:rustc-env=SCX_USERLAND_BPF_SOURCE_HASH={source_hash}");
 
-    let build = env::var_os("CARGO_FEATURE_BUILD_BPF").is_some()
-        || env::var("SCX_USERLAND_BPF_BUILD").is_ok_and(|v| v == "1");
-    let obj = if build {
+    #[cfg(feature = "build-bpf")]
+    let obj = build::object_and_skeleton(&manifest, &source_hash);
+    // The default: the vendored object, whose skeleton is checked in. Never calls clang.
+    #[cfg(not(feature = "build-bpf"))]
+    let obj = manifest.join("vendored/userland.bpf.o");
+    println!("cargo:rustc-env=SCX_USERLAND_BPF_OBJECT={}", obj.display());
+    println!("cargo:object={}", obj.display());
+}
+
+#[cfg(feature = "build-bpf")]
+mod build {
+    use std::env;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use crate::{clang, skel};
+
+    /// Compile main.bpf.c with clang into `OUT_DIR/userland.bpf.o` (its source hash beside it)
+    /// and generate its skeleton into `OUT_DIR/skel.rs`; returns the object's path.
+    pub fn object_and_skeleton(manifest: &Path, source_hash: &str) -> PathBuf {
+        println!("cargo:rerun-if-env-changed=CLANG");
+        let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
         let obj = out.join("userland.bpf.o");
-        compile(&manifest, &obj);
+        compile(manifest, &obj);
         fs::write(
             out.join("userland.bpf.o.sha256"),
             format!("{source_hash}\n"),
         )
         .expect("write the object's source hash");
+        let skel = skel::generate_skeleton(&obj, &out.join("skel.tmp.rs"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        fs::write(out.join("skel.rs"), skel).expect("write the skeleton");
         obj
-    } else {
-        manifest.join("vendored/userland.bpf.o")
-    };
-    println!("cargo:rustc-env=SCX_USERLAND_BPF_OBJECT={}", obj.display());
-    println!("cargo:object={}", obj.display());
+    }
 
-    libbpf_cargo::SkeletonBuilder::new()
-        .obj(&obj)
-        .generate(out.join("skel.rs"))
-        .unwrap_or_else(|e| panic!("generating the skeleton from {}: {e:#}", obj.display()));
-}
+    fn compile(manifest: &Path, obj: &Path) {
+        // src/bpf holds everything main.bpf.c includes but libbpf's headers (`DEP_BPF_INCLUDE`).
+        let includes = [manifest.join("src/bpf")];
+        clang::compile_bpf(
+            &manifest.join("src/bpf/main.bpf.c"),
+            obj,
+            &includes,
+            manifest,
+        );
 
-fn compile(manifest: &Path, obj: &Path) {
-    let includes = [
-        manifest.join("src/bpf"),
-        manifest.join("../scx-userland-sys/include"),
-    ];
-    clang::compile_bpf(
-        &manifest.join("src/bpf/main.bpf.c"),
-        obj,
-        &includes,
-        manifest,
-    );
-
-    // DWARF is not needed at run time (BTF is kept): strip it when llvm-strip is at hand.
-    for strip in ["llvm-strip-19", "llvm-strip"] {
-        if Command::new(strip)
-            .arg("-g")
-            .arg(obj)
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            break;
+        // DWARF is not needed at run time (BTF is kept): strip it when llvm-strip is at hand.
+        for strip in ["llvm-strip-19", "llvm-strip"] {
+            if Command::new(strip)
+                .arg("-g")
+                .arg(obj)
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                break;
+            }
         }
     }
 }

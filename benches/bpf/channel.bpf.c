@@ -249,10 +249,11 @@ static __always_inline void fill_queued(struct queued_task_ctx *rec, u64 seq, u6
 	rec->enq_ts = now;
 	rec->vtime = seq;
 	rec->flags = RL_QF_WAKEUP;
-	rec->__pad = 0;
+	rec->prev_cpu = seq & 1;
 	/* "bench", NUL-padded, as two little-endian words. */
 	*(u64 *)&rec->comm[0] = 0x68636e6562ULL;
 	*(u64 *)&rec->comm[8] = 0;
+	rec->last_burst_ns = 700;
 }
 
 /*

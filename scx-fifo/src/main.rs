@@ -1,25 +1,29 @@
-//! scx-fifo: a first-in, first-out sched_ext scheduler whose policy runs in user space.
-//!
-//! Every task that wants a CPU arrives here as a `QueuedTask`. We hand it straight back: to
-//! the idle CPU the kernel found for it, or else to whichever CPU frees up first. Two lines,
-//! each first come, first served: tasks that just woke up, and behind them the tasks that used
-//! up their slice. So a woken task never waits out a CPU hog's slice, and a hog still gets its
-//! turn (the BPF side never lets the second line wait long). That is the whole policy;
-//! everything else is start-up and statistics; `Runner` does the rest (Ctrl-C, restarts the
-//! kernel asks for, the exit report).
+//! scx-fifo's command line: the [`Fifo`] policy (see `lib.rs`) run by `scx_userland::Runner`,
+//! with the statistics and version options every sched_ext scheduler has.
 //!
 //! A waking task that finds an idle CPU would be sent there anyway, so by default we let the
 //! BPF side do that at once (`direct_idle`) and only the rest make the round trip to us.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use scx_userland::{BpfScheduler, Dispatch, Error, ExitReport, Policy, Runner, RL_CPU_ANY};
+use scx_fifo::Fifo;
+use scx_userland::{stats, Backend, BpfScheduler, Error, ExitReport, Policy, Runner};
+
+/// `0.1.0-g1a2b3c4` (the git revision when built from a checkout), set by build.rs.
+const VERSION: &str = env!("SCX_FIFO_VERSION");
+/// `-V`: name, version and git revision, and the target, as sched_ext schedulers print it.
+const FULL_VERSION: &str = env!("SCX_FIFO_FULL_VERSION");
 
 /// A FIFO sched_ext scheduler running in user space (needs root and a sched_ext kernel).
+///
+/// While it runs it serves its statistics at /var/run/scx/root/stats (read them with
+/// `--monitor SECS`); Ctrl-C or SIGTERM detaches it and prints why it stopped. The watchdog
+/// timeout can be set with the environment variable SCX_TIMEOUT_MS.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = FULL_VERSION, about)]
 struct Args {
     /// Time slice given to each task, in microseconds.
     #[arg(long, default_value_t = 5000)]
@@ -33,9 +37,21 @@ struct Args {
     /// Enable the BPF component's debug output (in the kernel trace buffer).
     #[arg(long)]
     debug: bool,
-    /// Print the counters every this many seconds (0: never).
-    #[arg(long, default_value_t = 1)]
+    /// Print the counters every SECS seconds while running (0: never).
+    #[arg(
+        long = "stats",
+        visible_alias = "stats-interval",
+        value_name = "SECS",
+        default_value_t = 1
+    )]
     stats_interval: u64,
+    /// Do not start a scheduler: print the statistics of the one already running every SECS
+    /// seconds, until Ctrl-C.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    monitor: Option<u64>,
+    /// Describe every statistics field, and exit.
+    #[arg(long)]
+    help_stats: bool,
     /// Bytes of the kernel's debug dump to print if the scheduler is ejected.
     #[arg(long, default_value_t = 0)]
     exit_dump_len: u32,
@@ -45,46 +61,28 @@ struct Args {
     no_direct_idle: bool,
 }
 
-/// The policy's state: `turn` numbers the tasks that used up their slice, in order.
-struct Fifo {
-    turn: u64,
+/// The scheduler as this binary runs it: the [`Fifo`] policy, plus what it prints.
+struct Cli {
+    fifo: Fifo,
     slice_us: u64,
     stats_interval: u64,
     last_stats: Instant,
 }
 
-impl Policy for Fifo {
-    /// Dispatch every waiting task, FIFO. Returns when nothing is left to do.
-    fn schedule(&mut self, bpf: &mut BpfScheduler<'_>) -> Result<(), Error> {
-        while let Some(task) = bpf.dequeue_task()? {
-            if task.is_exiting() {
-                continue; // an exit notice: nothing to dispatch
-            }
-            let mut decision = Dispatch::new(&task);
-            if task.is_wakeup() {
-                // Just woke up: the first CPU to free up takes it, in the queue of woken
-                // tasks, which CPUs serve first; if none is idle, the longest-running task
-                // makes room.
-                decision.cpu = RL_CPU_ANY;
-                decision.preempt = true;
-            } else if !task.idle_cpu() {
-                // Used up its slice: the second queue, in turn (a vtime queue ordered by a
-                // counter is FIFO too). It waits behind woken tasks, but never long.
-                decision.cpu = RL_CPU_ANY;
-                self.turn += 1;
-                decision.vtime = self.turn;
-            }
-            bpf.dispatch_task(&decision)?;
-        }
-        // Nothing queued: sleep until the BPF component hands us more.
-        bpf.update_tasks(Some(0), Some(0))
+impl Policy for Cli {
+    fn schedule<B: Backend>(&mut self, bpf: &mut B) -> Result<(), Error> {
+        self.fifo.schedule(bpf)
     }
 
-    fn attached(&mut self, _bpf: &mut BpfScheduler<'_>) {
+    fn metrics(&self, out: &mut BTreeMap<String, u64>) {
+        self.fifo.metrics(out)
+    }
+
+    fn attached<B: Backend>(&mut self, _bpf: &mut B) {
         println!("scx-fifo: attached (slice {} us)", self.slice_us);
     }
 
-    fn tick(&mut self, bpf: &BpfScheduler<'_>) {
+    fn tick<B: Backend>(&mut self, bpf: &B) {
         let every = Duration::from_secs(self.stats_interval);
         if self.stats_interval > 0 && self.last_stats.elapsed() >= every {
             self.last_stats = Instant::now();
@@ -106,16 +104,27 @@ impl Policy for Fifo {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.help_stats {
+        return Ok(stats::describe(&mut std::io::stdout())?);
+    }
+    if let Some(secs) = args.monitor {
+        stats::monitor(None, Duration::from_secs(secs), |m| {
+            println!("scx-fifo: {m}");
+            true
+        })?;
+        return Ok(());
+    }
     let builder = BpfScheduler::builder()
         .name("scx_fifo")
+        .version(VERSION)
         .slice_us(args.slice_us)
         .partial(args.partial)
         .full_user(args.full_user)
         .debug(args.debug)
         .direct_idle(!args.no_direct_idle)
         .exit_dump_len(args.exit_dump_len);
-    let mut fifo = Fifo {
-        turn: 0,
+    let mut cli = Cli {
+        fifo: Fifo::new(),
         slice_us: args.slice_us,
         stats_interval: args.stats_interval,
         last_stats: Instant::now(),
@@ -124,7 +133,7 @@ fn main() -> Result<()> {
     // the scheduler, attaches again when the kernel asks for a restart, and returns the report.
     let report = Runner::new(builder)
         .tick_interval(Some(Duration::from_millis(100)))
-        .run(&mut fifo)
+        .run(&mut cli)
         .context("running the scheduler")?;
     if report.kind.is_error() {
         bail!("ejected by the kernel: {report}");

@@ -73,3 +73,42 @@ fn help_lists_every_option() {
         assert!(help.contains(opt), "--help lacks {opt}: {help}");
     }
 }
+
+/// The systemd unit in the repository is valid (systemd's own checker), starts only on
+/// sched_ext kernels, restarts on failure and takes its arguments from an environment file.
+#[test]
+fn systemd_unit_is_valid() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/scx-fifo.service"
+    ))
+    .expect("the unit file");
+    for line in [
+        "ConditionPathIsDirectory=/sys/kernel/sched_ext",
+        "Restart=on-failure",
+        "EnvironmentFile=-/etc/default/scx-fifo",
+        "ExecStart=/usr/local/bin/scx-fifo $SCX_FIFO_FLAGS",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "missing `{line}`");
+    }
+    // Point ExecStart at the binary just built and let systemd check the rest.
+    let dir = std::env::temp_dir().join(format!("scx-fifo-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("scx-fifo.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/scx-fifo", env!("CARGO_BIN_EXE_scx-fifo")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) runs");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "systemd-analyze verify: {err}"
+    );
+}

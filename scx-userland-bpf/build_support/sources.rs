@@ -10,7 +10,9 @@ pub const SOURCES: &[&str] = &[
     "src/bpf/main.bpf.c",
     "src/bpf/dispatch_sample.bpf.h",
     "src/bpf/vmlinux.h",
-    "../scx-userland-sys/include/intf.h",
+    // A copy of scx-userland-sys/include/intf.h, so this crate builds from its package alone;
+    // `cargo xtask codegen` keeps it identical to the original.
+    "src/bpf/intf.h",
     // The compiler flags are part of what the object is built from.
     "build_support/clang.rs",
 ];

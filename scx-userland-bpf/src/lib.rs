@@ -5,9 +5,9 @@
 //! This crate ships it ready to load:
 //!
 //! - [`OBJECT`]: the compiled BPF object (the vendored one, or one built with clang when the
-//!   `build-bpf` feature or `SCX_USERLAND_BPF_BUILD=1` is set),
+//!   `build-bpf` feature is enabled),
 //! - [`skel`]: its libbpf-cargo skeleton (`UserlandSkelBuilder`), used by the safe
-//!   `scx-userland` crate,
+//!   `scx-userland` crate; it loads [`OBJECT`],
 //! - [`SOURCE_HASH`] / [`OBJECT_SOURCE_HASH`]: whether the object matches the sources.
 //!
 //! The record layouts it exchanges with user space are in `scx-userland-sys`.
@@ -19,10 +19,23 @@ pub const OBJECT: &[u8] = include_bytes!(env!("SCX_USERLAND_BPF_OBJECT"));
 /// sha256 of the BPF sources as they are in this tree.
 pub const SOURCE_HASH: &str = env!("SCX_USERLAND_BPF_SOURCE_HASH");
 
-/// sha256 of the sources the vendored object was built from (`cargo xtask codegen` refreshes it).
+/// sha256 of the sources the vendored object was built from.
 pub const OBJECT_SOURCE_HASH: &str = include_str!("../vendored/userland.bpf.o.sha256");
 
-/// The libbpf-cargo skeleton of [`OBJECT`].
+/// The libbpf-cargo skeleton of [`OBJECT`] (checked in, generated from the vendored object).
+#[cfg(not(feature = "build-bpf"))]
+#[allow(
+    missing_docs,
+    clippy::all,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals
+)]
+#[rustfmt::skip]
+pub mod skel;
+
+/// The libbpf-cargo skeleton of [`OBJECT`] (generated from the object built with clang).
+#[cfg(feature = "build-bpf")]
 #[allow(
     missing_docs,
     clippy::all,

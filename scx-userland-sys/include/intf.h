@@ -36,6 +36,8 @@ enum rl_consts {
 	 * back: a batch of decisions costs the BPF drain one sample per this many.
 	 */
 	RL_DISPATCH_BATCH_MAX = 16,
+	/* Threads of the scheduler process that can be registered as privileged. */
+	RL_MAX_PRIVILEGED = 64,
 };
 
 /* DispatchedTask.cpu value: run the task on any CPU it may use. */
@@ -96,8 +98,14 @@ struct queued_task_ctx {
 	__u64 vtime;
 	/* RL_QF_* */
 	__u32 flags;
-	__u32 __pad;
+	/* The CPU the task last ran on; -1 if it never ran under this scheduler. */
+	__s32 prev_cpu;
 	char comm[RL_TASK_COMM_LEN];
+	/*
+	 * CPU time the task used between its previous wake-up and going to sleep (ns):
+	 * short for interactive tasks, long for CPU-bound ones. 0 until it slept once.
+	 */
+	__u64 last_burst_ns;
 };
 
 /*
@@ -130,10 +138,12 @@ struct rl_exit_info {
 	char dump[RL_EXIT_DUMP_LEN];
 };
 
-_Static_assert(sizeof(struct queued_task_ctx) == 112, "queued_task_ctx layout");
+_Static_assert(sizeof(struct queued_task_ctx) == 120, "queued_task_ctx layout");
 _Static_assert(__builtin_offsetof(struct queued_task_ctx, cpumask_cnt) == 16, "queued_task_ctx layout");
 _Static_assert(__builtin_offsetof(struct queued_task_ctx, flags) == 88, "queued_task_ctx layout");
+_Static_assert(__builtin_offsetof(struct queued_task_ctx, prev_cpu) == 92, "queued_task_ctx layout");
 _Static_assert(__builtin_offsetof(struct queued_task_ctx, comm) == 96, "queued_task_ctx layout");
+_Static_assert(__builtin_offsetof(struct queued_task_ctx, last_burst_ns) == 112, "queued_task_ctx layout");
 _Static_assert(sizeof(struct dispatched_task_ctx) == 40, "dispatched_task_ctx layout");
 _Static_assert(__builtin_offsetof(struct dispatched_task_ctx, slice_ns) == 16, "dispatched_task_ctx layout");
 _Static_assert(__builtin_offsetof(struct dispatched_task_ctx, flags) == 32, "dispatched_task_ctx layout");

@@ -21,6 +21,8 @@ pub const RL_EXIT_MSG_LEN: rl_consts = 1024;
 pub const RL_EXIT_DUMP_LEN: rl_consts = 32768;
 #[doc = " Most dispatched_task_ctx records one `dispatched` sample may carry, back to\n back: a batch of decisions costs the BPF drain one sample per this many."]
 pub const RL_DISPATCH_BATCH_MAX: rl_consts = 16;
+#[doc = " Threads of the scheduler process that can be registered as privileged."]
+pub const RL_MAX_PRIVILEGED: rl_consts = 64;
 #[doc = " Limits."]
 pub type rl_consts = ::core::ffi::c_uint;
 #[doc = " `cpu` was idle when the task was enqueued (and is held for it)."]
@@ -66,12 +68,15 @@ pub struct queued_task_ctx {
     pub vtime: __u64,
     #[doc = " RL_QF_*"]
     pub flags: __u32,
-    pub __pad: __u32,
+    #[doc = " The CPU the task last ran on; -1 if it never ran under this scheduler."]
+    pub prev_cpu: __s32,
     pub comm: [::core::ffi::c_char; 16usize],
+    #[doc = " CPU time the task used between its previous wake-up and going to sleep (ns):\n short for interactive tasks, long for CPU-bound ones. 0 until it slept once."]
+    pub last_burst_ns: __u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of queued_task_ctx"][::core::mem::size_of::<queued_task_ctx>() - 112usize];
+    ["Size of queued_task_ctx"][::core::mem::size_of::<queued_task_ctx>() - 120usize];
     ["Alignment of queued_task_ctx"][::core::mem::align_of::<queued_task_ctx>() - 8usize];
     ["Offset of field: queued_task_ctx::pid"]
         [::core::mem::offset_of!(queued_task_ctx, pid) - 0usize];
@@ -101,10 +106,12 @@ const _: () = {
         [::core::mem::offset_of!(queued_task_ctx, vtime) - 80usize];
     ["Offset of field: queued_task_ctx::flags"]
         [::core::mem::offset_of!(queued_task_ctx, flags) - 88usize];
-    ["Offset of field: queued_task_ctx::__pad"]
-        [::core::mem::offset_of!(queued_task_ctx, __pad) - 92usize];
+    ["Offset of field: queued_task_ctx::prev_cpu"]
+        [::core::mem::offset_of!(queued_task_ctx, prev_cpu) - 92usize];
     ["Offset of field: queued_task_ctx::comm"]
         [::core::mem::offset_of!(queued_task_ctx, comm) - 96usize];
+    ["Offset of field: queued_task_ctx::last_burst_ns"]
+        [::core::mem::offset_of!(queued_task_ctx, last_burst_ns) - 112usize];
 };
 #[doc = " A scheduling decision, sent by user space to BPF through the `dispatched`\n user ring buffer: each sample holds 1 to RL_DISPATCH_BATCH_MAX of them."]
 #[repr(C)]

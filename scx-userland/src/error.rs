@@ -37,6 +37,20 @@ pub enum Error {
         /// The machine's possible CPUs.
         max: u32,
     },
+    /// The machine has more possible CPUs than the BPF component can track.
+    #[error("this machine has {nr_cpu_ids} possible CPUs; the BPF component tracks at most {max}")]
+    TooManyCpus {
+        /// The machine's possible CPU ids.
+        nr_cpu_ids: u32,
+        /// The most the BPF component supports.
+        max: u32,
+    },
+    /// A thread id that is not a thread of this process.
+    #[error("thread {0} is not a thread of this process")]
+    NotOurThread(i32),
+    /// No room for another privileged thread.
+    #[error("at most {0} threads can be privileged")]
+    TooManyPrivileged(u32),
     /// A CPU number that is neither `RL_CPU_ANY` nor a CPU of this machine.
     #[error("invalid cpu {cpu}: use RL_CPU_ANY or a CPU in 0..{nr_cpu_ids}")]
     InvalidCpu {
@@ -51,6 +65,9 @@ pub enum Error {
     /// A watchdog timeout outside 1..=30000 ms.
     #[error("invalid timeout {0} ms: it must be between 1 and 30000 ms")]
     InvalidTimeout(u32),
+    /// `SCX_TIMEOUT_MS` is set but is not a number of milliseconds.
+    #[error("SCX_TIMEOUT_MS={0:?} is not a timeout in ms: set it to 1 to 30000, or unset it")]
+    InvalidTimeoutEnv(String),
     /// A stall-guard timeout outside 10..=10000 ms or not below the watchdog timeout.
     #[error("invalid stall timeout {stall_ms} ms: use 10 to 10000 ms, below the watchdog's {timeout_ms} ms")]
     InvalidStallTimeout {
@@ -77,13 +94,21 @@ pub enum Error {
     #[error("the BPF scheduler has exited")]
     Exited,
     /// Opening or loading the BPF object failed.
-    #[error("loading the BPF scheduler failed: {0}")]
+    #[error("loading the BPF scheduler failed")]
     Load(#[source] libbpf_rs::Error),
     /// Registering the scheduler with the kernel failed.
-    #[error("attaching the BPF scheduler failed: {0}")]
+    #[error("attaching the BPF scheduler failed")]
     Attach(#[source] libbpf_rs::Error),
-    /// A system call failed.
-    #[error("{context}: {source}")]
+    /// Serving or reading statistics failed.
+    #[error("{context}: {message}")]
+    Stats {
+        /// What was being done.
+        context: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// A system call failed (the OS error is the [`source`](std::error::Error::source)).
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: &'static str,

@@ -26,13 +26,17 @@
 //! [`BpfScheduler::dispatch_task`] for what is checked here and what BPF handles (and counts).
 #![deny(missing_docs)]
 
+mod backend;
 mod error;
+mod kernel_enums;
 pub mod ring;
 mod run;
 mod scheduler;
+pub mod stats;
 mod task;
 mod topology;
 
+pub use backend::Backend;
 pub use error::Error;
 pub use run::{Policy, Runner, Stopper};
 pub use scheduler::{

@@ -24,10 +24,8 @@ use crate::Error;
 /// in the same process before the kernel does.
 static ATTACHED: AtomicBool = AtomicBool::new(false);
 
-/// `SCX_OPS_SWITCH_PARTIAL`: only tasks whose policy is SCHED_EXT are scheduled by us.
-const SCX_OPS_SWITCH_PARTIAL: u64 = 8;
-/// `SCX_ECODE_ACT_RESTART`: the kernel asks the scheduler to restart (e.g. CPU hotplug).
-const SCX_ECODE_ACT_RESTART: i64 = 1 << 48;
+/// The longest scheduler name the kernel keeps (`SCX_OPS_NAME_LEN` less the NUL).
+const OPS_NAME_MAX: usize = 127;
 /// The kernel's watchdog limit for `timeout_ms`.
 const SCX_WATCHDOG_MAX_MS: u32 = 30_000;
 /// How long `update_tasks`/`notify_complete` sleep at most when there is nothing to do.
@@ -48,7 +46,12 @@ pub struct BpfSchedulerBuilder {
     stall_timeout_ms: u32,
     lock_memory: bool,
     direct_idle: bool,
+    version: Option<String>,
 }
+
+/// The environment variable that overrides the watchdog timeout, as for every sched_ext
+/// scheduler.
+pub const SCX_TIMEOUT_MS_ENV: &str = "SCX_TIMEOUT_MS";
 
 impl Default for BpfSchedulerBuilder {
     fn default() -> Self {
@@ -64,6 +67,7 @@ impl Default for BpfSchedulerBuilder {
             stall_timeout_ms: 100,
             lock_memory: true,
             direct_idle: false,
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
         }
     }
 }
@@ -106,14 +110,60 @@ impl BpfSchedulerBuilder {
         self
     }
 
-    /// The name shown in `/sys/kernel/sched_ext/root/ops` (letters, digits, `_` and `.`).
+    /// The name shown in `/sys/kernel/sched_ext/root/ops` (letters, digits, `_` and `.`),
+    /// followed there by the version suffix (see [`version`](Self::version)).
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.to_string();
         self
     }
 
+    /// The version the kernel-visible name carries, as sched_ext schedulers do:
+    /// `<name>_<version>_<arch>_<os>` in `/sys/kernel/sched_ext/root/ops`, e.g.
+    /// `scx_fifo_0.1.0_x86_64_linux` (characters other than letters, digits, `_` and `.`
+    /// become `_`; the suffix is cut to fit the kernel's 127 characters). Default: this
+    /// crate's version; pass your scheduler's, e.g. `env!("CARGO_PKG_VERSION")`.
+    pub fn version(mut self, version: &str) -> Self {
+        self.version = Some(version.to_string());
+        self
+    }
+
+    /// Whether the kernel-visible name carries the version suffix (default: yes). With
+    /// `false` it is exactly [`name`](Self::name).
+    pub fn version_suffix(mut self, on: bool) -> Self {
+        if !on {
+            self.version = None;
+        } else if self.version.is_none() {
+            self.version = Some(env!("CARGO_PKG_VERSION").to_string());
+        }
+        self
+    }
+
+    /// The name the kernel will show: [`name`](Self::name) plus the version suffix.
+    pub fn ops_name(&self) -> String {
+        let Some(version) = &self.version else {
+            return self.name.clone();
+        };
+        let suffix: String = format!(
+            "_{version}_{}_{}",
+            std::env::consts::ARCH,
+            std::env::consts::OS
+        )
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+        let room = OPS_NAME_MAX.saturating_sub(self.name.len());
+        format!("{}{}", self.name, &suffix[..suffix.len().min(room)])
+    }
+
     /// How long a runnable task may wait before the kernel's watchdog ejects the scheduler, in
-    /// ms (1 to 30,000; default 5,000).
+    /// ms (1 to 30,000; default 5,000). The environment variable `SCX_TIMEOUT_MS`, when set,
+    /// overrides it (within the same bounds), as for every sched_ext scheduler.
     pub fn timeout_ms(mut self, ms: u32) -> Self {
         self.timeout_ms = ms;
         self
@@ -169,6 +219,7 @@ pub struct BpfScheduler<'a> {
     bss: NonNull<types::bss>,
     open_object: NonNull<MaybeUninit<OpenObject>>,
     nr_cpu_ids: u32,
+    topology: Topology,
     locked_memory: bool,
     _lifetime: PhantomData<&'a mut ()>,
 }
@@ -288,6 +339,16 @@ pub struct Stats {
     /// Tasks preempted by the scheduler's own thread, which BPF put back at the head of their
     /// CPU's queue to finish their slice (no round trip: the policy did not preempt them).
     pub nr_displaced_dispatches: u64,
+    /// Tasks a higher sched class's taking of their CPU sent back through enqueue (they are
+    /// placed again instead of waiting behind it).
+    pub nr_reenqueued: u64,
+    /// Memory-management kernel threads (kswapd, kcompactd, khugepaged) BPF ran itself.
+    pub nr_mm_kthread_dispatches: u64,
+    /// Tasks without a task context that BPF ran itself.
+    pub nr_untracked_dispatches: u64,
+    /// Stall-guard entries evicted from its full queue while their task still waited (such a
+    /// task is invisible to the guard until user space decides on it).
+    pub nr_pending_lost: u64,
     /// Tasks handed to user space and not yet decided on.
     pub nr_outstanding: i64,
     /// True while BPF runs the tasks itself (user space stuck).
@@ -303,7 +364,8 @@ impl std::fmt::Display for Stats {
              kernel_dispatches={} cancel_dispatches={} bounce_dispatches={} \
              failed_dispatches={} sched_congested={} queued_events={} exit_events={} \
              dispatch_records={} stalls={} fallback_dispatches={} direct_dispatches={} \
-             displaced_dispatches={} outstanding={} fallback={}",
+             displaced_dispatches={} reenqueued={} mm_kthread_dispatches={} \
+             untracked_dispatches={} pending_lost={} outstanding={} fallback={}",
             self.nr_online_cpus,
             self.nr_running,
             self.nr_queued,
@@ -321,6 +383,10 @@ impl std::fmt::Display for Stats {
             self.nr_fallback_dispatches,
             self.nr_direct_dispatches,
             self.nr_displaced_dispatches,
+            self.nr_reenqueued,
+            self.nr_mm_kthread_dispatches,
+            self.nr_untracked_dispatches,
+            self.nr_pending_lost,
             self.nr_outstanding,
             u8::from(self.fallback)
         )
@@ -371,6 +437,12 @@ impl<'a> BpfScheduler<'a> {
         }
         let topo = Topology::new().map_err(Error::io("reading the CPU topology"))?;
         let nr_cpu_ids = topo.nr_cpus() as u32;
+        if nr_cpu_ids > sys::RL_MAX_CPUS {
+            return Err(Error::TooManyCpus {
+                nr_cpu_ids,
+                max: sys::RL_MAX_CPUS,
+            });
+        }
         let nr_cpus = opts.nr_cpus.unwrap_or(nr_cpu_ids.into());
         if nr_cpus < 1 || nr_cpus > nr_cpu_ids.into() {
             return Err(Error::InvalidNrCpus {
@@ -379,7 +451,7 @@ impl<'a> BpfScheduler<'a> {
             });
         }
         if opts.name.is_empty()
-            || opts.name.len() >= 128
+            || opts.name.len() > OPS_NAME_MAX
             || !opts
                 .name
                 .bytes()
@@ -387,6 +459,14 @@ impl<'a> BpfScheduler<'a> {
         {
             return Err(Error::InvalidName(opts.name.clone()));
         }
+        let mut opts = opts.clone();
+        if let Ok(text) = std::env::var(SCX_TIMEOUT_MS_ENV) {
+            opts.timeout_ms = text
+                .trim()
+                .parse()
+                .map_err(|_| Error::InvalidTimeoutEnv(text.clone()))?;
+        }
+        let opts = &opts;
         if opts.timeout_ms == 0 || opts.timeout_ms > SCX_WATCHDOG_MAX_MS {
             return Err(Error::InvalidTimeout(opts.timeout_ms));
         }
@@ -403,12 +483,14 @@ impl<'a> BpfScheduler<'a> {
             return Err(Error::PermissionDenied);
         }
         check_support(std::path::Path::new("/sys/kernel"))?;
+        // The kernel's own numbering of the sched_ext enums this crate uses.
+        crate::kernel_enums::load().map_err(Error::Load)?;
         if ATTACHED.swap(true, Ordering::SeqCst) {
             return Err(Error::AlreadyAttached(
                 "another BpfScheduler in this process".into(),
             ));
         }
-        let res = Self::start_attached(opts, nr_cpus as u64, nr_cpu_ids);
+        let res = Self::start_attached(opts, nr_cpus as u64, topo);
         if res.is_err() {
             ATTACHED.store(false, Ordering::SeqCst);
         }
@@ -418,7 +500,7 @@ impl<'a> BpfScheduler<'a> {
     fn start_attached(
         opts: &BpfSchedulerBuilder,
         nr_cpus: u64,
-        nr_cpu_ids: u32,
+        topology: Topology,
     ) -> Result<Self, Error> {
         if let Some(current) = attached_scheduler() {
             return Err(Error::AlreadyAttached(current));
@@ -434,7 +516,7 @@ impl<'a> BpfScheduler<'a> {
                 return Err(e);
             }
         };
-        let mut this = Self::wrap(skel, storage, nr_cpu_ids)?;
+        let mut this = Self::wrap(skel, storage, topology)?;
         shared_u64!(this.nr_online_cpus).store(nr_cpus, Ordering::Relaxed);
         if opts.lock_memory {
             // SAFETY: mlockall has no memory-safety preconditions.
@@ -456,7 +538,7 @@ impl<'a> BpfScheduler<'a> {
     fn wrap(
         mut skel: UserlandSkel<'static>,
         storage: NonNull<MaybeUninit<OpenObject>>,
-        nr_cpu_ids: u32,
+        topology: Topology,
     ) -> Result<Self, Error> {
         // Taken before the scheduler is attached, while nothing else touches the mapping.
         let bss = skel.maps.bss_data.as_deref_mut().map(NonNull::from);
@@ -493,7 +575,8 @@ impl<'a> BpfScheduler<'a> {
             skel: ManuallyDrop::new(skel),
             bss,
             open_object: storage,
-            nr_cpu_ids,
+            nr_cpu_ids: topology.nr_cpus() as u32,
+            topology,
             locked_memory: false,
             _lifetime: PhantomData,
         })
@@ -524,10 +607,14 @@ impl<'a> BpfScheduler<'a> {
     /// wrong size.
     fn take(&mut self, max: usize, mut sink: impl FnMut(QueuedTask)) -> Result<usize, Error> {
         let mut bad = None;
+        let topology = &self.topology;
         let n = self
             .queued
             .consume(max, |bytes| match QueuedTask::from_bytes(bytes) {
-                Some(t) => sink(t),
+                Some(mut t) => {
+                    t.prev_llc = topology.llc_of(t.prev_cpu).map_or(-1, |llc| llc as i32);
+                    sink(t)
+                }
                 None => bad = Some(bytes.len()),
             })
             .map_err(|e| Error::MalformedRecord(e.len as usize))?;
@@ -670,6 +757,42 @@ impl<'a> BpfScheduler<'a> {
         Ok(self.queued.pending() > 0)
     }
 
+    /// Let thread `tid` of this process run ahead of other tasks, as the scheduling thread
+    /// does (BPF dispatches it at once, and it never waits for the policy). Only the thread
+    /// that built the scheduler is privileged by default: every other thread of the process
+    /// (a logger, a statistics server, a worker pool) goes through the policy like any task.
+    /// Privilege a thread only if the scheduling loop waits for it.
+    ///
+    /// Errors: [`Error::NotOurThread`] for a tid that is not a thread of this process,
+    /// [`Error::TooManyPrivileged`] past `RL_MAX_PRIVILEGED` threads.
+    pub fn privilege_thread(&mut self, tid: i32) -> Result<(), Error> {
+        if tid <= 0 || !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+            return Err(Error::NotOurThread(tid));
+        }
+        self.skel
+            .maps
+            .privileged
+            .update(&tid.to_ne_bytes(), &[1u8], libbpf_rs::MapFlags::ANY)
+            .map_err(|_| Error::TooManyPrivileged(sys::RL_MAX_PRIVILEGED))
+    }
+
+    /// Which generation of sched_ext kfunc spellings the kernel offered and the BPF component
+    /// uses: 2 for the newest (`scx_bpf_dsq_insert___v2`, `__scx_bpf_dsq_insert_vtime`,
+    /// `scx_bpf_dsq_move_to_local___v2`), 1 for the 6.13 names, 0 for the 6.12 ones.
+    pub fn kfunc_generation(&self) -> u64 {
+        shared_u64!(self.kfunc_generation).load(Ordering::Relaxed)
+    }
+
+    /// Number of possible CPU ids: CPUs are `0..nr_cpu_ids()`.
+    pub fn nr_cpu_ids(&self) -> u32 {
+        self.nr_cpu_ids
+    }
+
+    /// The machine's topology, as read when the scheduler was built.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// A handle that interrupts the idle wait from another thread.
     pub fn waker(&self) -> Waker {
         self.waker.clone()
@@ -792,6 +915,10 @@ impl<'a> BpfScheduler<'a> {
             nr_fallback_dispatches: read!(nr_fallback_dispatches),
             nr_direct_dispatches: read!(nr_direct_dispatches),
             nr_displaced_dispatches: read!(nr_displaced_dispatches),
+            nr_reenqueued: read!(nr_reenqueued),
+            nr_mm_kthread_dispatches: read!(nr_mm_kthread_dispatches),
+            nr_untracked_dispatches: read!(nr_untracked_dispatches),
+            nr_pending_lost: read!(nr_pending_lost),
             // SAFETY: an aligned s64 of the live .bss mapping, updated concurrently by BPF,
             // read atomically.
             nr_outstanding: unsafe {
@@ -947,6 +1074,10 @@ fn load(
         .expect("the object has a .rodata");
     // SAFETY: getpid has no preconditions.
     rodata.usersched_tgid = unsafe { libc::getpid() };
+    // The thread building the scheduler is the one that runs its loop (a BpfScheduler is not
+    // Send): only it runs ahead of other tasks.
+    // SAFETY: gettid has no preconditions.
+    rodata.usersched_pid = unsafe { libc::gettid() };
     rodata.slice_ns_dfl = opts.slice_us * 1000;
     rodata.full_user = opts.full_user;
     rodata.debug = opts.debug;
@@ -955,12 +1086,13 @@ fn load(
 
     let ops = open.struct_ops.userland_ops_mut();
     if opts.partial {
-        ops.flags |= SCX_OPS_SWITCH_PARTIAL;
+        // `SCX_OPS_SWITCH_PARTIAL`: only tasks whose policy is SCHED_EXT are scheduled by us.
+        ops.flags |= crate::kernel_enums::get().switch_partial;
     }
     ops.exit_dump_len = opts.exit_dump_len;
     ops.timeout_ms = opts.timeout_ms;
     ops.name = [0; 128];
-    for (dst, src) in ops.name.iter_mut().zip(opts.name.bytes()) {
+    for (dst, src) in ops.name.iter_mut().zip(opts.ops_name().bytes()) {
         *dst = src as _;
     }
     open.load().map_err(|e| {
@@ -998,18 +1130,25 @@ pub enum ExitKind {
 }
 
 impl ExitKind {
+    /// The kind the kernel numbers `kind`, by its name in the kernel's `enum scx_exit_kind`.
     fn from_raw(kind: i32) -> Self {
-        match kind {
-            0 => Self::None,
-            1 => Self::Done,
-            64 => Self::Unregistered,
-            65 => Self::UnregisteredBpf,
-            66 => Self::UnregisteredKernel,
-            67 => Self::SysRq,
-            1024 => Self::Error,
-            1025 => Self::ErrorBpf,
-            1026 => Self::ErrorStall,
-            k => Self::Other(k),
+        let enums = crate::kernel_enums::get();
+        let name = enums
+            .exit_kinds
+            .iter()
+            .find(|(v, _)| *v == i64::from(kind))
+            .map(|(_, n)| n.as_str());
+        match name {
+            Some("SCX_EXIT_NONE") => Self::None,
+            Some("SCX_EXIT_DONE") => Self::Done,
+            Some("SCX_EXIT_UNREG") => Self::Unregistered,
+            Some("SCX_EXIT_UNREG_BPF") => Self::UnregisteredBpf,
+            Some("SCX_EXIT_UNREG_KERN") => Self::UnregisteredKernel,
+            Some("SCX_EXIT_SYSRQ") => Self::SysRq,
+            Some("SCX_EXIT_ERROR") => Self::Error,
+            Some("SCX_EXIT_ERROR_BPF") => Self::ErrorBpf,
+            Some("SCX_EXIT_ERROR_STALL") => Self::ErrorStall,
+            _ => Self::Other(kind),
         }
     }
 
@@ -1041,7 +1180,8 @@ impl ExitReport {
     /// True when the kernel asks the scheduler to re-initialise and carry on (e.g. after CPU
     /// hotplug).
     pub fn should_restart(&self) -> bool {
-        self.exit_code & SCX_ECODE_ACT_RESTART != 0
+        // `SCX_ECODE_ACT_RESTART`, as the kernel numbers it.
+        self.exit_code & crate::kernel_enums::get().ecode_act_restart != 0
     }
 }
 
@@ -1070,7 +1210,7 @@ mod tests {
         assert_eq!(ExitKind::from_raw(5000), ExitKind::Other(5000));
         let r = ExitReport {
             kind: ExitKind::UnregisteredKernel,
-            exit_code: SCX_ECODE_ACT_RESTART | (1 << 32),
+            exit_code: (1 << 48) | (1 << 32),
             reason: "hotplug".into(),
             message: String::new(),
             dump: String::new(),
@@ -1128,5 +1268,39 @@ mod tests {
                 .build(),
             Err(Error::InvalidStallTimeout { .. })
         ));
+        // SCX_TIMEOUT_MS overrides timeout_ms within the same bounds. (In this test only:
+        // the other tests never call build with valid arguments.)
+        for (value, expect_env_error) in [("abc", true), ("", true), ("0", false), ("40000", false)]
+        {
+            std::env::set_var(SCX_TIMEOUT_MS_ENV, value);
+            let res = BpfScheduler::builder().build();
+            std::env::remove_var(SCX_TIMEOUT_MS_ENV);
+            match res {
+                Err(Error::InvalidTimeoutEnv(v)) if expect_env_error => assert_eq!(v, value),
+                Err(Error::InvalidTimeout(ms)) if !expect_env_error => {
+                    assert_eq!(ms.to_string(), value)
+                }
+                other => panic!("SCX_TIMEOUT_MS={value:?}: {:?}", other.err()),
+            }
+        }
+    }
+
+    #[test]
+    fn ops_name_carries_the_version() {
+        let b = BpfScheduler::builder()
+            .name("scx_fifo")
+            .version("1.2.3-g0abc");
+        let name = b.ops_name();
+        assert!(name.starts_with("scx_fifo_1.2.3_g0abc_"), "{name}");
+        assert!(name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.'));
+        assert_eq!(b.clone().version_suffix(false).ops_name(), "scx_fifo");
+        // The default carries this crate's version.
+        let default = BpfScheduler::builder().name("x").ops_name();
+        assert!(default.starts_with(&format!("x_{}_", env!("CARGO_PKG_VERSION"))));
+        // A long name keeps the kernel's limit.
+        let long = "n".repeat(120);
+        assert_eq!(BpfScheduler::builder().name(&long).ops_name().len(), 127);
     }
 }

@@ -41,8 +41,21 @@ pub struct QueuedTask {
     pub flags: u64,
     /// Total CPU time consumed (ns).
     pub sum_exec_runtime: u64,
-    /// CPU time consumed since the task last woke up (ns).
+    /// CPU time consumed since the task last woke up (ns). At a wake-up
+    /// ([`is_wakeup`](Self::is_wakeup)) this is always 0: the task has not run since; use
+    /// [`last_burst_ns`](Self::last_burst_ns) there. For a task that used up its slice or was
+    /// preempted, it is what it ran since its wake-up.
     pub exec_runtime: u64,
+    /// CPU time the task used between its previous wake-up and going to sleep (ns): short
+    /// for interactive tasks, long for CPU-bound ones; 0 until it slept once. This is what
+    /// tells them apart at a wake-up.
+    pub last_burst_ns: u64,
+    /// The CPU the task last ran on; -1 if it has not run under this scheduler yet.
+    pub prev_cpu: i32,
+    /// The last-level cache of [`prev_cpu`](Self::prev_cpu) (dense numbering of
+    /// [`Topology::llc_of`](crate::Topology::llc_of)); -1 when unknown. Filled in by
+    /// [`BpfScheduler`](crate::BpfScheduler); [`from_bytes`](Self::from_bytes) leaves -1.
+    pub prev_llc: i32,
     /// Scheduling weight (100 = nice 0; higher = more important).
     pub weight: u64,
     /// When the task last started running (ns, CLOCK_MONOTONIC; 0 = never).
@@ -80,6 +93,9 @@ impl QueuedTask {
             flags: raw.enq_flags,
             sum_exec_runtime: raw.sum_exec_runtime,
             exec_runtime: raw.exec_runtime,
+            last_burst_ns: raw.last_burst_ns,
+            prev_cpu: raw.prev_cpu,
+            prev_llc: -1,
             weight: raw.weight,
             start_ts: raw.start_ts,
             stop_ts: raw.stop_ts,

@@ -2,14 +2,16 @@
 
 mod codegen;
 mod kernel;
+mod package;
 mod setup;
 mod test_all;
 mod vm_bench;
 mod vm_run;
 mod vm_test;
 
-mod initramfs;
-mod qemu;
+// The bzImage release and BTF checks moved into scx-userland-vm (for `--kernel PATH`); this
+// module keeps them for `vmlinux-h` and its own tests.
+#[allow(dead_code)]
 mod vmlinux;
 
 use std::path::PathBuf;
@@ -38,6 +40,8 @@ enum Command {
     VmRun(vm_run::VmRunArgs),
     /// Benchmark workloads under the default scheduler and the scx-userland schedulers, in one VM boot.
     VmBench(vm_bench::VmBenchArgs),
+    /// Package the publishable crates, verified; `--outside-check`: build and run a crate from them.
+    Package(package::PackageArgs),
     /// Run every test: host unit tests, codegen drift check, and the VM suite.
     Test(test_all::TestArgs),
 }
@@ -50,9 +54,19 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where the VM harness keeps its downloads and images: `<root>/target/vm`.
+/// Where the VM harness keeps its downloads and images: `<root>/target/vm` (or
+/// `SCX_VM_CACHE`).
 pub fn vm_dir() -> PathBuf {
-    workspace_root().join("target").join("vm")
+    match std::env::var_os(scx_userland_vm::cache::CACHE_ENV).filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("target").join("vm"),
+    }
+}
+
+/// Point the scx-userland-vm library at [`vm_dir`] and set its verbosity.
+pub fn vm_setup(verbose: bool) {
+    scx_userland_vm::cache::set_dir(vm_dir());
+    scx_userland_vm::cache::set_verbose(verbose);
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Command::VmTest(args) => vm_test::run(args),
         Command::VmRun(args) => vm_run::run(args),
         Command::VmBench(args) => vm_bench::run(args),
+        Command::Package(args) => package::run(args),
         Command::Test(args) => test_all::run(args),
     }
 }

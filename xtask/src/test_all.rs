@@ -3,14 +3,16 @@
 //! 1. installs what is missing (`cargo xtask setup`),
 //! 2. checks the generated files are current (`cargo xtask codegen --check`),
 //! 3. runs the host tests (`cargo test --workspace`),
-//! 4. runs the VM suite on the sched_ext kernels (`cargo xtask vm-test --kernels all`).
+//! 4. packages the publishable crates and builds and runs a scheduler crate outside the
+//!    workspace from them, with no clang (`cargo xtask package --outside-check`),
+//! 5. runs the VM suite on the sched_ext kernels (`cargo xtask vm-test --kernels all`).
 
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use crate::{codegen, setup, vm_test, workspace_root};
+use crate::{codegen, package, setup, vm_test, workspace_root};
 
 /// `cargo xtask test` arguments.
 #[derive(clap::Args)]
@@ -38,6 +40,15 @@ pub fn run(args: TestArgs) -> Result<()> {
     if !status.success() {
         bail!("cargo test --workspace failed");
     }
+
+    println!(
+        "xtask test: packages and the outside-crate check (cargo output: target/xtask-package.log)"
+    );
+    let mut package_args = vec!["package", "--outside-check"];
+    if args.offline {
+        package_args.push("--offline");
+    }
+    package::run(package::PackageArgs::parse_from(package_args))?;
 
     println!("xtask test: VM suite on kernels {}", args.kernels);
     let mut vm_args = vec!["vm-test", "--kernels", &args.kernels];

@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::initramfs::{Plan, PlanTest};
-use crate::kernel::KernelSelect;
-use crate::qemu::{self, VmOptions};
+use scx_userland_vm::image::{Plan, PlanTest};
+use scx_userland_vm::kernel::KernelSelect;
+use scx_userland_vm::qemu::{self, VmOptions};
+
 use crate::vm_test::{self, GuestProgram, ProgramKind, GUEST_PROGRAMS};
 
 /// The guest program (a binary of the vm-tests package).
@@ -885,6 +886,7 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
     if let Some(file) = &args.show {
         return show(file, args.compare.as_deref());
     }
+    crate::vm_setup(args.vm.verbose);
     qemu::install_interrupt_handler()?;
     if let Some(c) = &args.compare {
         // Fail before a long run, not after it.
@@ -894,7 +896,6 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
     let explicit = args.schedulers.is_some();
     let list = split_list(args.schedulers.as_deref().unwrap_or(DEFAULT_SCHEDULERS));
     let examples = crate::workspace_root()
-        .join("crates")
         .join("scx-userland")
         .join("examples");
     let (programs, schedulers) = resolve_schedulers(&list, explicit, GUEST_PROGRAMS, |name| {

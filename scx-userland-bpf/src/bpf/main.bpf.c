@@ -31,6 +31,9 @@ char _license[] SEC("license") = "GPL";
 #ifndef PF_EXITING
 #define PF_EXITING 0x00000004
 #endif
+#ifndef PF_KSWAPD
+#define PF_KSWAPD 0x00020000
+#endif
 #ifndef CLOCK_MONOTONIC
 #define CLOCK_MONOTONIC 1
 #endif
@@ -43,10 +46,23 @@ char _license[] SEC("license") = "GPL";
 #define SHARED_VTIME_DSQ 1
 
 /*
- * sched_ext kfuncs.  6.13 renamed the dispatch kfuncs; both spellings are weak
- * so one object loads on 6.12 and on 6.13+ (7.x), and the choice is made once
- * per call site by bpf_ksym_exists(), which the verifier resolves at load time.
+ * sched_ext kfuncs.  Their spellings changed twice: 6.13 renamed the dispatch
+ * kfuncs, and later kernels added versions that return whether they worked
+ * (scx_bpf_dsq_insert___v2, __scx_bpf_dsq_insert_vtime with an argument struct,
+ * scx_bpf_dsq_move_to_local___v2 with enqueue flags), keeping the older ones
+ * only for compatibility.  Every spelling is weak, so one object loads on each
+ * kernel, and bpf_ksym_exists() picks the newest the kernel's BTF offers, once
+ * per call site at load time.  A "___compat" suffix is a CO-RE flavour: libbpf
+ * matches the name before it, so "x___v2___compat" resolves to the kernel's
+ * "x___v2".
  */
+extern bool scx_bpf_dsq_insert___v2___compat(struct task_struct *p, u64 dsq_id, u64 slice,
+					     u64 enq_flags) __ksym __weak;
+extern bool __scx_bpf_dsq_insert_vtime(struct task_struct *p,
+				       struct scx_bpf_dsq_insert_vtime_args *args) __ksym __weak;
+extern bool scx_bpf_dsq_move_to_local___v2___compat(u64 dsq_id, u64 enq_flags) __ksym __weak;
+extern void scx_bpf_reenqueue_local___v2___compat(void) __ksym __weak;
+extern u32 scx_bpf_reenqueue_local(void) __ksym __weak;
 extern void scx_bpf_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
 extern void scx_bpf_dispatch(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
 extern void scx_bpf_dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
@@ -66,11 +82,15 @@ extern u32 scx_bpf_nr_cpu_ids(void) __ksym;
 extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
 extern void bpf_task_release(struct task_struct *p) __ksym;
 extern bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym;
+extern const struct cpumask *scx_bpf_get_online_cpumask(void) __ksym;
+extern void scx_bpf_put_cpumask(const struct cpumask *cpumask) __ksym;
 extern void scx_bpf_exit_bstr(s64 exit_code, char *fmt, unsigned long long *data, u32 data__sz) __ksym;
 
 static __always_inline void dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags)
 {
-	if (bpf_ksym_exists(scx_bpf_dsq_insert))
+	if (bpf_ksym_exists(scx_bpf_dsq_insert___v2___compat))
+		scx_bpf_dsq_insert___v2___compat(p, dsq_id, slice, enq_flags);
+	else if (bpf_ksym_exists(scx_bpf_dsq_insert))
 		scx_bpf_dsq_insert(p, dsq_id, slice, enq_flags);
 	else
 		scx_bpf_dispatch(p, dsq_id, slice, enq_flags);
@@ -79,23 +99,67 @@ static __always_inline void dsq_insert(struct task_struct *p, u64 dsq_id, u64 sl
 static __always_inline void dsq_insert_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
 					     u64 enq_flags)
 {
-	if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime))
+	if (bpf_ksym_exists(__scx_bpf_dsq_insert_vtime)) {
+		struct scx_bpf_dsq_insert_vtime_args args = {
+			.dsq_id = dsq_id,
+			.slice = slice,
+			.vtime = vtime,
+			.enq_flags = enq_flags,
+		};
+
+		__scx_bpf_dsq_insert_vtime(p, &args);
+	} else if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime)) {
 		scx_bpf_dsq_insert_vtime(p, dsq_id, slice, vtime, enq_flags);
-	else
+	} else {
 		scx_bpf_dispatch_vtime(p, dsq_id, slice, vtime, enq_flags);
+	}
 }
 
 static __always_inline bool dsq_move_to_local(u64 dsq_id)
 {
+	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local___v2___compat))
+		return scx_bpf_dsq_move_to_local___v2___compat(dsq_id, 0);
 	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local))
 		return scx_bpf_dsq_move_to_local(dsq_id);
 	return scx_bpf_consume(dsq_id);
 }
 
+/* Send the tasks waiting in this CPU's local DSQ through ops.enqueue() again. */
+static __always_inline void reenqueue_local(void)
+{
+	if (bpf_ksym_exists(scx_bpf_reenqueue_local___v2___compat))
+		scx_bpf_reenqueue_local___v2___compat();
+	else
+		scx_bpf_reenqueue_local();
+}
+
+/*
+ * Which spellings this kernel took, recorded once by ops.init() for user space
+ * (BpfScheduler::kfunc_generation): 2 = the ___v2 / argument-struct kfuncs,
+ * 1 = the 6.13 names, 0 = the 6.12 names.
+ */
+volatile u64 kfunc_generation;
+
+static __always_inline u64 detect_kfunc_generation(void)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert___v2___compat) &&
+	    bpf_ksym_exists(__scx_bpf_dsq_insert_vtime) &&
+	    bpf_ksym_exists(scx_bpf_dsq_move_to_local___v2___compat))
+		return 2;
+	if (bpf_ksym_exists(scx_bpf_dsq_insert))
+		return 1;
+	return 0;
+}
+
 static char usersched_exited_msg[] = "the user-space scheduler exited";
 
-/* Set by user space before load. */
+/*
+ * Set by user space before load: the scheduler's process, and its scheduling
+ * thread, the one thread BPF runs ahead of others (more can be registered in
+ * `privileged`).  Other threads of the process go through the policy.
+ */
 const volatile s32 usersched_tgid;
+const volatile s32 usersched_pid;
 const volatile u64 slice_ns_dfl = RL_SLICE_DFL_NS;
 const volatile bool full_user;
 const volatile bool debug;
@@ -128,6 +192,14 @@ volatile u64 nr_fallback_dispatches;
 volatile u64 nr_direct_dispatches;
 /* Tasks the scheduler's own wake-up preempted, put back at the head of the shared queue. */
 volatile u64 nr_displaced_dispatches;
+/* Tasks a higher sched class's taking of their CPU sent back through ops.enqueue(). */
+volatile u64 nr_reenqueued;
+/* Memory-management kernel threads (kswapd, kcompactd, khugepaged) BPF ran itself. */
+volatile u64 nr_mm_kthread_dispatches;
+/* Tasks without a task context (no record possible): BPF ran them itself. */
+volatile u64 nr_untracked_dispatches;
+/* Live stall-guard entries evicted from a full `pending` queue: invisible to the guard. */
+volatile u64 nr_pending_lost;
 volatile u64 fallback;
 /* Tasks handed to user space and not yet resolved (signed: resolution races enqueue). */
 volatile s64 nr_outstanding;
@@ -190,6 +262,10 @@ struct task_ctx {
 	u64 seq;
 	/* The slice the task had left when it last started running. */
 	u64 run_slice;
+	/* The CPU it last ran on (-1: never), and its CPU time from wake-up to sleep. */
+	s32 last_cpu;
+	u32 __pad;
+	u64 last_burst_ns;
 };
 
 /* A task handed to user space, as remembered for the stall guard. */
@@ -199,12 +275,26 @@ struct pending_task {
 	u64 seq;
 };
 
-/* Oldest first; when full, pushing drops the oldest (BPF_EXIST). */
+/*
+ * Tasks handed to user space, in the order they were handed over, except that
+ * run_pending() puts an entry that is still waiting back at the tail: the head
+ * is not always the oldest.  When full, remember_pending() evicts the head and
+ * counts it in nr_pending_lost if it was still waiting.
+ */
+#define PENDING_MAX 32768
 struct {
 	__uint(type, BPF_MAP_TYPE_QUEUE);
-	__uint(max_entries, 32768);
+	__uint(max_entries, PENDING_MAX);
 	__type(value, struct pending_task);
 } pending SEC(".maps");
+
+/* Threads of the scheduler process registered as privileged (BpfScheduler::privilege_thread). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RL_MAX_PRIVILEGED);
+	__type(key, s32);
+	__type(value, u8);
+} privileged SEC(".maps");
 
 struct stall_timer {
 	struct bpf_timer timer;
@@ -229,9 +319,28 @@ static __always_inline struct task_ctx *lookup_task_ctx(struct task_struct *p)
 	return bpf_task_storage_get(&task_ctx_stor, p, 0, 0);
 }
 
+/* The scheduling thread, or a thread of the scheduler process registered as privileged. */
 static __always_inline bool is_usersched(const struct task_struct *p)
 {
-	return usersched_tgid && p->tgid == usersched_tgid;
+	s32 pid = p->pid;
+
+	if (!usersched_tgid || p->tgid != usersched_tgid)
+		return false;
+	return pid == usersched_pid || bpf_map_lookup_elem(&privileged, &pid);
+}
+
+/* kswapd, kcompactd and khugepaged: a scheduler that faults under memory pressure waits on them. */
+static __always_inline bool is_mm_kthread(const struct task_struct *p)
+{
+	char comm[10];
+
+	if (!(p->flags & PF_KTHREAD))
+		return false;
+	if (p->flags & PF_KSWAPD)
+		return true;
+	if (bpf_probe_read_kernel(comm, sizeof(comm), p->comm))
+		return false;
+	return !__builtin_memcmp(comm, "kcompactd", 9) || !__builtin_memcmp(comm, "khugepaged", 10);
 }
 
 static __always_inline bool is_percpu_kthread(const struct task_struct *p)
@@ -312,6 +421,33 @@ static __always_inline bool resolve(struct task_ctx *tctx)
 	return true;
 }
 
+/* Whether @e is the live entry of a task still waiting for user space. */
+static __always_inline bool pending_live(const struct pending_task *e)
+{
+	struct task_struct *p = bpf_task_from_pid(e->pid);
+	struct task_ctx *tctx;
+	bool live;
+
+	if (!p)
+		return false;
+	tctx = lookup_task_ctx(p);
+	live = tctx && tctx->queued && tctx->seq == e->seq;
+	bpf_task_release(p);
+	return live;
+}
+
+/* Remember @e for the stall guard; a full queue gives up its head, counted if live. */
+static __always_inline void remember_pending(struct pending_task *e)
+{
+	struct pending_task old;
+
+	if (!bpf_map_push_elem(&pending, e, 0))
+		return;
+	if (!bpf_map_pop_elem(&pending, &old) && pending_live(&old))
+		__sync_fetch_and_add(&nr_pending_lost, 1);
+	bpf_map_push_elem(&pending, e, BPF_EXIST);
+}
+
 /*
  * Run, from ops.dispatch(), tasks user space was given but has not decided on:
  * all of them in fallback mode, as long as there are dispatch slots; otherwise
@@ -369,6 +505,8 @@ static int stall_tick(void *map, int *key, struct bpf_timer *timer)
 	} else if (!fallback && now - last_progress_ns >= stall_ns) {
 		fallback = 1;
 		__sync_fetch_and_add(&nr_stalls, 1);
+		if (debug)
+			bpf_printk("scx-userland: no progress from user space for %llu ns: fallback", now - last_progress_ns);
 	}
 	if (fallback) {
 		/* Make every CPU go through ops.dispatch() and pick up what waits. */
@@ -381,6 +519,44 @@ static int stall_tick(void *map, int *key, struct bpf_timer *timer)
 	if (!exit_info.kind)
 		bpf_timer_start(timer, STALL_TICK_NS, 0);
 	return 0;
+}
+
+/*
+ * A preempting RL_CPU_ANY dispatch of @p: make room on an online CPU it may
+ * use. An idle CPU is kicked awake; otherwise the CPU whose task has run the
+ * longest (at least PREEMPT_MIN_RUN_NS, and never the scheduler itself) is
+ * preempted.
+ */
+static __always_inline void make_room(struct task_struct *p)
+{
+	u64 now = bpf_ktime_get_ns(), oldest = now;
+	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
+	const struct cpumask *online = scx_bpf_get_online_cpumask();
+	s32 victim = -1, idle = -1;
+
+	bpf_for(cpu, 0, nr_cpus) {
+		u64 started;
+
+		if (cpu >= RL_MAX_CPUS)
+			break;
+		/* An offline CPU shows no task: it must not pass for an idle one. */
+		if (!bpf_cpumask_test_cpu(cpu, online) || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (!cpu_to_pid[cpu]) {
+			idle = cpu;
+			break;
+		}
+		started = cpu_run_start[cpu];
+		if (started && started < oldest) {
+			oldest = started;
+			victim = cpu;
+		}
+	}
+	scx_bpf_put_cpumask(online);
+	if (idle >= 0)
+		scx_bpf_kick_cpu(idle, SCX_KICK_IDLE);
+	else if (victim >= 0 && now - oldest >= PREEMPT_MIN_RUN_NS)
+		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
 }
 
 SEC("struct_ops/rl_select_cpu")
@@ -411,10 +587,19 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 	s32 cpu = scx_bpf_task_cpu(p);
 	u64 slice;
 
+	if (enq_flags & SCX_ENQ_REENQ)
+		__sync_fetch_and_add(&nr_reenqueued, 1);
+
 	/* The scheduler itself runs at once on its CPU, ahead of others when it has work. */
 	if (is_usersched(p)) {
 		u64 flags = enq_flags;
 
+		if (enq_flags & SCX_ENQ_REENQ) {
+			/* A higher class took its CPU: first in line for any other. */
+			dsq_insert(p, SHARED_DSQ, slice_ns_dfl, SCX_ENQ_HEAD);
+			make_room(p);
+			return;
+		}
 		if (usersched_has_work()) {
 			flags |= SCX_ENQ_PREEMPT;
 			/* Whatever runs there now is displaced by us, not by the policy. */
@@ -429,6 +614,14 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 	if (!full_user && is_percpu_kthread(p)) {
 		dsq_insert(p, SCX_DSQ_LOCAL, slice_ns_dfl, enq_flags);
 		__sync_fetch_and_add(&nr_kernel_dispatches, 1);
+		return;
+	}
+
+	/* Reclaim and compaction must never wait for a scheduler that may be waiting on them. */
+	if (!full_user && is_mm_kthread(p)) {
+		dsq_insert(p, SHARED_DSQ, slice_ns_dfl, enq_flags | fifo_head_flag());
+		kick_if_idle(cpu);
+		__sync_fetch_and_add(&nr_mm_kthread_dispatches, 1);
 		return;
 	}
 
@@ -447,9 +640,16 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	rec = tctx ? bpf_ringbuf_reserve(&queued, sizeof(*rec), 0) : NULL;
+	if (!tctx) {
+		/* No context to track it by (its init_task failed): BPF runs it itself. */
+		dsq_insert(p, SHARED_DSQ, slice_ns_dfl, enq_flags);
+		kick_if_idle(cpu);
+		__sync_fetch_and_add(&nr_untracked_dispatches, 1);
+		return;
+	}
+	rec = bpf_ringbuf_reserve(&queued, sizeof(*rec), 0);
 	if (!rec) {
-		/* Ring full (or no context): BPF runs the task itself, nothing is lost. */
+		/* Ring full: BPF runs the task itself, nothing is lost. */
 		dsq_insert(p, SHARED_DSQ, slice_ns_dfl, enq_flags);
 		kick_if_idle(cpu);
 		__sync_fetch_and_add(&nr_sched_congested, 1);
@@ -470,13 +670,14 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 	rec->enq_ts = bpf_ktime_get_ns();
 	rec->vtime = p->scx.dsq_vtime;
 	rec->flags = 0;
+	rec->prev_cpu = tctx->last_cpu;
+	rec->last_burst_ns = tctx->last_burst_ns;
 	if (tctx->idle_cpu >= 0 && tctx->idle_cpu == cpu)
 		rec->flags |= RL_QF_IDLE_CPU;
 	if (p->flags & PF_KTHREAD)
 		rec->flags |= RL_QF_KTHREAD;
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		rec->flags |= RL_QF_WAKEUP;
-	rec->__pad = 0;
 	bpf_probe_read_kernel_str(rec->comm, sizeof(rec->comm), p->comm);
 
 	/* Mark it outstanding (and remember it) before user space can see it. */
@@ -486,7 +687,7 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 	if (!__sync_lock_test_and_set(&tctx->queued, 1))
 		__sync_fetch_and_add(&nr_outstanding, 1);
 	tctx->reported = 1;
-	bpf_map_push_elem(&pending, &pend, BPF_EXIST);
+	remember_pending(&pend);
 	submit_queued(rec);
 	__sync_fetch_and_add(&nr_queued_events, 1);
 }
@@ -501,38 +702,6 @@ void BPF_PROG(rl_dequeue, struct task_struct *p, u64 deq_flags)
 		resolve(tctx);
 }
 
-/*
- * A preempting RL_CPU_ANY dispatch of @p: make room on a CPU it may use. An idle
- * CPU is kicked awake; otherwise the CPU whose task has run the longest (at
- * least PREEMPT_MIN_RUN_NS, and never the scheduler itself) is preempted.
- */
-static __always_inline void make_room(struct task_struct *p)
-{
-	u64 now = bpf_ktime_get_ns(), oldest = now;
-	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
-	s32 victim = -1;
-
-	bpf_for(cpu, 0, nr_cpus) {
-		u64 started;
-
-		if (cpu >= RL_MAX_CPUS)
-			break;
-		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		if (!cpu_to_pid[cpu]) {
-			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-			return;
-		}
-		started = cpu_run_start[cpu];
-		if (started && started < oldest) {
-			oldest = started;
-			victim = cpu;
-		}
-	}
-	if (victim >= 0 && now - oldest >= PREEMPT_MIN_RUN_NS)
-		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
-}
-
 /* Carry out one decision of user space's. Returns 1 if done, 0 if it was stale. */
 static __always_inline int dispatch_one(const struct dispatched_task_ctx *d)
 {
@@ -545,6 +714,8 @@ static __always_inline int dispatch_one(const struct dispatched_task_ctx *d)
 	if (!p) {
 		/* Exited meanwhile, or never existed. */
 		__sync_fetch_and_add(&nr_cancel_dispatches, 1);
+		if (debug)
+			bpf_printk("scx-userland: cancel pid %d: no such task", d->pid);
 		return 0;
 	}
 
@@ -552,6 +723,8 @@ static __always_inline int dispatch_one(const struct dispatched_task_ctx *d)
 	if (!tctx || !resolve(tctx)) {
 		/* Not waiting for a decision: dequeued, dispatched already, or never queued. */
 		__sync_fetch_and_add(&nr_cancel_dispatches, 1);
+		if (debug)
+			bpf_printk("scx-userland: cancel pid %d: not waiting for a decision", d->pid);
 		bpf_task_release(p);
 		return 0;
 	}
@@ -564,8 +737,12 @@ static __always_inline int dispatch_one(const struct dispatched_task_ctx *d)
 			 !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))) {
 		/* Stale or impossible target: let any CPU the task may use take it. */
 		__sync_fetch_and_add(&nr_bounce_dispatches, 1);
+		if (debug)
+			bpf_printk("scx-userland: bounce pid %d: cpu %d not usable", d->pid, cpu);
 		cpu = RL_CPU_ANY;
 	}
+	if (debug)
+		bpf_printk("scx-userland: dispatch pid %d cpu %d slice %llu", d->pid, cpu, slice);
 
 	if (cpu >= 0) {
 		if (flags & RL_DF_PREEMPT)
@@ -680,8 +857,11 @@ void BPF_PROG(rl_runnable, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = lookup_task_ctx(p);
 
-	if (tctx)
+	/* Waking up: what it ran since its previous wake-up was one burst. */
+	if (tctx) {
+		tctx->last_burst_ns = tctx->exec_runtime;
 		tctx->exec_runtime = 0;
+	}
 }
 
 SEC("struct_ops/rl_running")
@@ -701,6 +881,7 @@ void BPF_PROG(rl_running, struct task_struct *p)
 	if (tctx) {
 		tctx->start_ts = now;
 		tctx->run_slice = p->scx.slice;
+		tctx->last_cpu = cpu;
 	}
 	__sync_fetch_and_add(&nr_running, 1);
 }
@@ -724,6 +905,17 @@ void BPF_PROG(rl_stopping, struct task_struct *p, bool runnable)
 	__sync_fetch_and_sub(&nr_running, 1);
 }
 
+/*
+ * A higher sched class (RT, deadline, stop) took @cpu: what waits in its local
+ * DSQ would wait behind it. Send those tasks through ops.enqueue() again
+ * (SCX_ENQ_REENQ), so user space, or BPF for its own threads, places them anew.
+ */
+SEC("struct_ops/rl_cpu_release")
+void BPF_PROG(rl_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+{
+	reenqueue_local();
+}
+
 SEC("struct_ops/rl_set_cpumask")
 void BPF_PROG(rl_set_cpumask, struct task_struct *p, const struct cpumask *cpumask)
 {
@@ -742,6 +934,7 @@ s32 BPF_PROG(rl_init_task, struct task_struct *p, struct scx_init_task_args *arg
 	if (!tctx)
 		return -ENOMEM;
 	tctx->idle_cpu = -1;
+	tctx->last_cpu = -1;
 	return 0;
 }
 
@@ -781,6 +974,7 @@ s32 BPF_PROG(rl_init)
 	struct stall_timer *st;
 	u32 key = 0;
 
+	kfunc_generation = detect_kfunc_generation();
 	err = scx_bpf_create_dsq(SHARED_DSQ, -1);
 	if (!err)
 		err = scx_bpf_create_dsq(SHARED_VTIME_DSQ, -1);
@@ -824,6 +1018,7 @@ struct sched_ext_ops userland_ops = {
 	.running = (void *)rl_running,
 	.stopping = (void *)rl_stopping,
 	.set_cpumask = (void *)rl_set_cpumask,
+	.cpu_release = (void *)rl_cpu_release,
 	.init_task = (void *)rl_init_task,
 	.exit_task = (void *)rl_exit_task,
 	.init = (void *)rl_init,

@@ -21,7 +21,13 @@ fn attach_then_sigint_detaches() {
     let sched = SchedProc::start("scx-fifo", &["--stats-interval", "0"]);
     assert_eq!(read_state().unwrap(), "enabled");
     let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops").unwrap();
-    assert_eq!(ops.trim(), "scx_fifo");
+    // The kernel-visible name carries the version, as sched_ext schedulers' names do.
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        ops.trim().starts_with(&format!("scx_fifo_{version}"))
+            && ops.trim().ends_with("_x86_64_linux"),
+        "ops name {ops:?}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let (status, lines, _) = sched.stop();
     assert!(
@@ -492,4 +498,93 @@ fn head_insertions_cannot_starve_the_fifo_tail() {
     // tail would never run.
     let ran = waiting_spinner_ran(|d| d.head = true, |_| ());
     assert!(ran > 30_000_000, "the FIFO tail starved: ran {ran} ns");
+}
+
+/// The statistics of a running scheduler, read twice: through `scx_userland::stats::monitor`
+/// (the `scx_stats` client) and with a raw request on the socket, in the line-based JSON
+/// protocol every `scx_stats` client speaks.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn statistics_are_served_the_sched_ext_way() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+    let sched = SchedProc::start("scx-fifo", &["--stats", "0"]);
+    let work = std::thread::spawn(|| mixed_workload(Duration::from_secs(3)));
+    std::thread::sleep(Duration::from_secs(1));
+
+    // 1. The scx_stats client, through the library (what `scx-fifo --monitor` uses).
+    let mut readings = Vec::new();
+    scx_userland::stats::monitor(None, Duration::from_millis(200), |m| {
+        readings.push(m.clone());
+        readings.len() < 3
+    })
+    .expect("reading the statistics with the scx_stats client");
+    println!("client readings: {:?}", readings.last());
+    assert!(
+        readings[2].nr_user_dispatches + readings[2].nr_direct_dispatches
+            > readings[0].nr_user_dispatches + readings[0].nr_direct_dispatches,
+        "the counters move between readings: {readings:#?}"
+    );
+    assert!(
+        readings[2].policy.contains_key("wakeups"),
+        "the policy's own counters: {:?}",
+        readings[2].policy
+    );
+
+    // 2. A raw request, as any client would send it.
+    let mut stream = UnixStream::connect(scx_userland::stats::STATS_SOCKET).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"{\"req\":\"stats\",\"args\":{\"target\":\"top\"}}\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .expect("a response line");
+    println!("raw response: {}", line.trim());
+    assert!(
+        line.starts_with("{") && line.contains("\"errno\":0"),
+        "{line}"
+    );
+    for field in ["nr_user_dispatches", "nr_running", "nr_stalls", "wakeups"] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    // And the field descriptions.
+    stream.write_all(b"{\"req\":\"stats_meta\"}\n").unwrap();
+    let mut meta = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut meta)
+        .expect("a stats_meta line");
+    assert!(
+        meta.contains("Dispatches redirected to a CPU the task may use"),
+        "{meta}"
+    );
+
+    // 3. `--monitor` of the binary itself prints a reading.
+    let out = Command::new(vm_tests::guest_bin("scx-fifo"))
+        .args(["--monitor", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(out.id() as i32, libc::SIGINT) };
+    let out = out.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("--monitor printed: {text}");
+    assert!(
+        text.contains("scx-fifo: run ") && text.contains("wakeups"),
+        "{text}"
+    );
+
+    work.join().unwrap();
+    let (status, lines, _) = sched.stop();
+    assert!(
+        status.success(),
+        "scx-fifo exited with {status}: {lines:#?}"
+    );
+    // The server is gone with the scheduler.
+    assert!(UnixStream::connect(scx_userland::stats::STATS_SOCKET).is_err());
 }

@@ -38,3 +38,17 @@ fn deliberate_failure() {
         "deliberate failure requested by {FAIL_SELFTEST_ENV}=1 (cargo xtask vm-test --fail-selftest)"
     );
 }
+
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn init_runs_the_demo_workload_as_a_program() {
+    // The guest's /init doubles as a program (scx-userland-vm's `/init demo`).
+    let out = vm_tests::run_with_timeout(
+        std::process::Command::new("/init").args(["demo", "--duration", "1"]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let text = out.stdout_str();
+    assert!(out.success(), "{text}{}", out.stderr_str());
+    assert!(text.contains("workload done in"), "{text}");
+}

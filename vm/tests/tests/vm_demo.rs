@@ -1,6 +1,7 @@
-//! Host tests of `vm-demo` (the guest side of `cargo xtask vm-run`), with a fake scheduler
-//! script and a fake sched_ext state file. These are not `#[ignore]`d: they need no VM, and
-//! the guest only runs ignored tests.
+//! Tests of the scheduler runner behind `cargo xtask vm-run` / `cargo scx-vm run` (the guest
+//! `/init`'s `run` mode, from scx-userland-vm). On the host, through `vm-demo` with a fake
+//! scheduler script and a fake sched_ext state file (not `#[ignore]`d: they need no VM, and
+//! the guest only runs ignored tests); in the VM, `/init run` with scx-fifo for real.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -80,13 +81,13 @@ fn runs_the_workload_and_stops_the_scheduler_with_sigint() {
     );
     assert!(text.contains("sched_ext enabled after"), "{text}");
     assert!(text.contains("exit: exit status 0"), "{text}");
-    assert!(text.contains("vm-demo: ok"), "{text}");
+    assert!(text.contains("scx-vm: ok"), "{text}");
     // The workload really ran.
     let done = text
         .lines()
         .find(|l| l.contains("workload done"))
         .expect("workload line");
-    // "vm-demo: workload done in 1.0 s: 12 hog loops, 3456 ping-pongs, 789 forks"
+    // "scx-vm: workload done in 1.0 s: 12 hog loops, 3456 ping-pongs, 789 forks"
     let counts = done.rsplit(": ").next().unwrap();
     for (part, what) in counts.split(", ").zip(["hog loops", "ping-pongs", "forks"]) {
         let n: u64 = part
@@ -155,4 +156,86 @@ fn fails_when_the_scheduler_dies_during_the_workload() {
         "{}",
         out.stdout_str()
     );
+}
+
+#[test]
+fn runs_a_workload_command_and_fails_when_it_fails() {
+    let s = Scratch::new("workload");
+    let sched = s.scheduler(
+        "trap 'echo disabled > \"$STATE\"; exit 0' INT\n\
+         echo enabled > \"$STATE\"\n\
+         while :; do sleep 0.05; done",
+    );
+    let out = demo(
+        &sched,
+        &s.path("state"),
+        &["--workload", "echo from-the-workload"],
+    );
+    let text = out.stdout_str();
+    assert!(out.success(), "{text}");
+    assert!(text.contains("from-the-workload"), "{text}");
+    assert!(
+        text.contains("scx-vm: workload exit: exit status 0"),
+        "{text}"
+    );
+
+    let out = demo(&sched, &s.path("state"), &["--workload", "exit 4"]);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1));
+    assert!(
+        out.stdout_str()
+            .contains("FAILED: the workload failed (exit status 4)"),
+        "{}",
+        out.stdout_str()
+    );
+
+    let out = demo(
+        &sched,
+        &s.path("state"),
+        &["--workload", "sleep 30", "--workload-timeout", "0.5"],
+    );
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1));
+    assert!(
+        out.stdout_str().contains("did not finish within"),
+        "{}",
+        out.stdout_str()
+    );
+}
+
+#[test]
+fn notices_an_ejected_scheduler() {
+    let s = Scratch::new("ejected");
+    // sched_ext goes away while the scheduler keeps running (the kernel ejected it).
+    let sched = s.scheduler(
+        "trap 'exit 0' INT\n\
+         echo enabled > \"$STATE\"\n\
+         sleep 0.3\n\
+         echo disabled > \"$STATE\"\n\
+         while :; do sleep 0.05; done",
+    );
+    let out = demo(&sched, &s.path("state"), &["--duration", "5"]);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1));
+    assert!(
+        out.stdout_str().contains("the scheduler was ejected"),
+        "{}",
+        out.stdout_str()
+    );
+}
+
+/// The built-in demo with the real scx-fifo, as `cargo xtask vm-run` runs it, but through
+/// `/init run` from inside a VM test.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn demo_with_scx_fifo_in_the_guest() {
+    vm_tests::require_guest();
+    let out = run_with_timeout(
+        Command::new("/init").args(["run", "--scheduler", "/bin/scx-fifo", "--duration", "3"]),
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    let text = out.stdout_str();
+    println!("{text}{}", out.stderr_str());
+    assert!(out.success(), "/init run failed: {text}");
+    assert!(text.contains("sched_ext enabled after"), "{text}");
+    assert!(text.contains("ops "), "{text}");
+    assert!(text.contains("scx-vm: ok"), "{text}");
 }

@@ -1,6 +1,6 @@
 //! The test plan the guest's `/init` runs, and its file format: the one definition shared by
-//! the image builder (`xtask/src/initramfs.rs` includes this file with `#[path]`) and by
-//! `vm-init`, which parses it. std only, so both sides can use it.
+//! the image builder ([`crate::image`]) and by the guest's `/init`, which is built from this
+//! very file and parses it. std only, so both sides can use it.
 //!
 //! # `/etc/vm-plan` format, version 1
 //!
@@ -54,7 +54,10 @@ pub struct Plan {
 
 /// Why a plan cannot be rendered or parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlanError(pub String);
+pub struct PlanError(
+    /// The message.
+    pub String,
+);
 
 impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,14 +3,12 @@
 //! running only briefly is latency-sensitive: it goes in the FIFO queue, which CPUs serve
 //! ahead of the vruntime order, instead of waiting out a CPU hog's slice.
 //!
-//! Run it as root on a sched_ext kernel: `cargo run --release --example vruntime`.
+//! The policy only: `main.rs` runs it on the kernel, and the simulator's tests
+//! (`scx-userland-sim`) include this file to run the same code without one.
 
 use std::collections::HashMap;
 
-use anyhow::Result;
-use scx_userland::{
-    BpfScheduler, Dispatch, Error, ExitReport, Policy, QueuedTask, Runner, RL_CPU_ANY,
-};
+use scx_userland::{Backend, Dispatch, Error, ExitReport, Policy, QueuedTask, RL_CPU_ANY};
 
 /// Time slice for a task that has to wait its turn.
 const SLICE_NS: u64 = 5_000_000;
@@ -32,7 +30,8 @@ struct TaskStat {
     last_sum_exec: u64,
 }
 
-struct Vruntime {
+/// The weighted-vruntime policy and its per-task state.
+pub struct Vruntime {
     tasks: HashMap<i32, TaskStat>,
     /// The vruntime of the least-charged task dispatched so far: new tasks start here.
     min_vruntime: u64,
@@ -41,7 +40,8 @@ struct Vruntime {
 }
 
 impl Vruntime {
-    fn new() -> Self {
+    /// A policy with no task seen yet.
+    pub fn new() -> Self {
         Self {
             tasks: HashMap::new(),
             min_vruntime: 1 << 20, // vtime 0 means "FIFO" to the BPF side: stay above it
@@ -66,7 +66,7 @@ impl Vruntime {
 }
 
 impl Policy for Vruntime {
-    fn schedule(&mut self, bpf: &mut BpfScheduler<'_>) -> Result<(), Error> {
+    fn schedule<B: Backend>(&mut self, bpf: &mut B) -> Result<(), Error> {
         self.batch.clear();
         bpf.dequeue_tasks(&mut self.batch, 256)?;
         self.out.clear();
@@ -111,7 +111,7 @@ impl Policy for Vruntime {
         Ok(())
     }
 
-    fn attached(&mut self, _bpf: &mut BpfScheduler<'_>) {
+    fn attached<B: Backend>(&mut self, _bpf: &mut B) {
         println!("vruntime: attached");
     }
 
@@ -119,15 +119,4 @@ impl Policy for Vruntime {
         println!("vruntime: final {}", report.stats);
         println!("vruntime: exit: {report}");
     }
-}
-
-fn main() -> Result<()> {
-    // A wake-up that finds an idle CPU runs there at once, without a round trip.
-    let builder = BpfScheduler::builder().name("vruntime").direct_idle(true);
-    // Ctrl-C, the restarts the kernel asks for and the exit report: the runner's job.
-    let report = Runner::new(builder).run(&mut Vruntime::new())?;
-    if report.kind.is_error() {
-        anyhow::bail!("ejected by the kernel: {report}");
-    }
-    Ok(())
 }

@@ -1,11 +1,17 @@
-//! `vm-init`: the sched_ext guest's `/init` (PID 1).
+//! The sched_ext guest's `/init` (PID 1), built as a static executable (see
+//! [`super::build_init`](crate::guest::build_init)); std and libc only.
 //!
-//! It mounts the usual pseudo file systems, raises `RLIMIT_MEMLOCK`, reads the plan
+//! Run as PID 1, it mounts the usual pseudo file systems, raises `RLIMIT_MEMLOCK`, reads the plan
 //! ([`plan::PLAN_PATH`], format in `plan.rs`), runs each test as a child in its own process
 //! group with a timeout, reports on the console (its stdout), and powers the machine off.
 //! PID 1 must never exit (the kernel would panic), so every way out, including a panic, ends
 //! in `reboot(RB_POWER_OFF)`; with `vm.shell=1` on the kernel command line it execs `/bin/sh`
 //! on the console after the tests instead.
+//!
+//! Run as any other PID, it is a multi-call program for the guest's programs:
+//! `/init run …` starts a scheduler, waits for sched_ext to be enabled, runs a workload (or
+//! the built-in demo, or a shell), stops the scheduler with SIGINT and reports
+//! (`super::demo`); `/init demo --duration SECS` runs only the built-in demo workload.
 //!
 //! # Console line grammar
 //!
@@ -13,7 +19,7 @@
 //! of tests and of the kernel may come in between; a parser should look for these prefixes
 //! and ignore everything else (including other `init: ` lines, e.g. `init: warning: …`).
 //! On a serial console lines end in `\r\n`, and text without a newline from firmware or a
-//! test may precede `init: ` on the same line: find `init: ` in the line (vm-init prints a
+//! test may precede `init: ` on the same line: find `init: ` in the line (`/init` prints a
 //! newline before its first line to limit this) and trim trailing whitespace.
 //! `<name>` is a test name (no whitespace), `<detail>` one token without whitespace.
 //!
@@ -30,7 +36,7 @@
 //! init: failure plan: <why>                            plan missing/unreadable/invalid; no
 //!                                                      tests ran
 //! init: failure mount: <why>                           a required mount failed; no tests ran
-//! init: failure panic: <message>                       vm-init itself panicked
+//! init: failure panic: <message>                       `/init` itself panicked
 //! ```
 //!
 //! Exactly one line starting with `init: success` or `init: failure` ends a run; after it
@@ -49,8 +55,6 @@
 //!
 //! `<seconds>` is the wall time from start to reaping, with two decimals (`0.03`).
 
-mod plan;
-
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -58,7 +62,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use plan::{Plan, PlanTest};
+use super::plan::{self, Plan, PlanTest};
 
 /// Write one console line in one `write(2)` (errors are ignored: there is nobody to tell).
 fn say(line: &str) {
@@ -542,7 +546,7 @@ fn load_plan() -> Result<Plan, String> {
 
 /// The real terminal behind `/dev/console` (`/dev/ttyS0`), from
 /// `/sys/class/tty/console/active` (last entry is the preferred console).
-fn console_tty(active: &str) -> Option<String> {
+pub(super) fn console_tty(active: &str) -> Option<String> {
     active
         .split_whitespace()
         .last()
@@ -582,7 +586,24 @@ fn exec_shell() {
     say(&format!("warning: cannot exec /bin/sh: {e}"));
 }
 
-fn main() {
+/// The entry point of `/init`.
+pub fn main() {
+    if std::process::id() != 1 {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if let Some(mode) = args
+            .first()
+            .filter(|m| ["run", "demo"].contains(&m.as_str()))
+        {
+            std::process::exit(super::demo::main(mode, &args[1..]));
+        }
+        // Running it on a host as PID 1's code would mount over /proc and power the machine
+        // off.
+        eprintln!(
+            "init: refusing to run: not PID 1 (this is the VM guest's /init); as a program it \
+             takes `run [OPTIONS] [-- ARGS]` or `demo [--duration SECS]`"
+        );
+        std::process::exit(2);
+    }
     std::panic::set_hook(Box::new(|info| {
         let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
             (*s).to_string()
@@ -597,12 +618,6 @@ fn main() {
         say(&format!("failure panic: {msg}{}", loc.unwrap_or_default()));
         power_off();
     }));
-    if std::process::id() != 1 {
-        // Running it on a host would mount over /proc and power the machine off.
-        eprintln!("vm-init: refusing to run: not PID 1 (this is the VM guest's /init)");
-        std::process::exit(2);
-    }
-
     if let Err(e) = mount_all() {
         say(&format!("failure mount: {e}"));
         power_off();

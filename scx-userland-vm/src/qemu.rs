@@ -1,17 +1,22 @@
-//! Boot QEMU, stream and judge the serial console. (OWNER: helper C)
+//! Boot QEMU, stream and judge the serial console.
 //!
 //! One boot = one `qemu-system-x86_64` process with the guest's serial console on its stdout.
-//! Every console line is echoed live with a prefix, optionally saved to a log file, and fed to a
-//! [`ConsoleParser`] that understands the `init:` lines the guest's `/init` prints and spots
-//! kernel trouble (oopses, panics, warnings, lockups, sched_ext stalls).
+//! Every console line is echoed live with a prefix (all of them with [`Echo::All`]; with
+//! [`Echo::Quiet`] only the guest programs' output, the kernel's `sched_ext` lines and kernel
+//! trouble), saved to a log file, and fed to a [`ConsoleParser`] that understands the `init:`
+//! lines the guest's `/init` prints and spots kernel trouble (oopses, panics, warnings,
+//! lockups, sched_ext stalls).
 //!
-//! QEMU never outlives xtask: it runs with `PR_SET_PDEATHSIG(SIGKILL)`, it is killed when the
-//! whole-boot timeout expires, and Ctrl-C (see [`install_interrupt_handler`]) kills it too.
+//! QEMU never outlives the process that started it: it runs with `PR_SET_PDEATHSIG(SIGKILL)`,
+//! it is killed when the whole-boot timeout expires, and Ctrl-C kills it too once the
+//! program has called [`install_interrupt_handler`] (the library never installs signal
+//! handlers by itself).
 //!
 //! Acceleration: TCG is `-accel tcg,thread=single -cpu max` (multi-threaded TCG breaks kernel
-//! text patching in the guest, so it is never used). `--accel auto` picks KVM only when a quick
-//! probe boot under KVM really reaches `init: success`; the verdict is cached in
-//! `target/vm/kvm-probe`, keyed by the host kernel release and the QEMU version.
+//! text patching in the guest, so it is never used). `--accel auto` picks KVM only when
+//! `/dev/kvm` opens, answers `KVM_GET_API_VERSION`, the CPU has vmx or svm, and a probe boot
+//! under KVM reaches `init: success` within 10 s; the verdict is cached in
+//! `<cache>/kvm-probe`, keyed by the host kernel release and the QEMU version.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -22,10 +27,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, err, Context, Result};
 
 /// The QEMU binary every boot uses.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -38,10 +43,10 @@ pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1";
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 
 /// How long the KVM probe boot may take before KVM is declared unusable.
-const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Console lines kept for error messages.
-const TAIL_LINES: usize = 15;
+pub const TAIL_LINES: usize = 50;
 
 // ---------------------------------------------------------------------------------------------
 // Options shared by the VM commands
@@ -61,7 +66,9 @@ pub enum AccelChoice {
 /// The accelerator a boot really uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
+    /// `-accel tcg,thread=single -cpu max`.
     Tcg,
+    /// `-accel kvm -cpu host`.
     Kvm,
 }
 
@@ -85,7 +92,8 @@ impl fmt::Display for Accel {
     }
 }
 
-/// Virtual machine options shared by `vm-test` and `vm-run`.
+/// Virtual machine options shared by the VM commands (command-line flags, for
+/// `#[command(flatten)]`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct VmOptions {
     /// Number of virtual CPUs.
@@ -97,13 +105,52 @@ pub struct VmOptions {
     pub memory: u32,
 
     /// Accelerator: `auto` uses KVM only if a probe boot with KVM works on this host (the
-    /// verdict is cached in target/vm/kvm-probe); `tcg` is software emulation; `kvm` forces KVM.
+    /// verdict is cached in the cache's kvm-probe file); `tcg` is software emulation; `kvm`
+    /// forces KVM.
     #[arg(long, value_enum, value_name = "ACCEL", default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
 
-    /// Save each boot's full serial console to a file in DIR (created if missing).
+    /// Save each boot's full serial console to a file in DIR (created if missing) instead of
+    /// the cache's logs directory.
     #[arg(long, value_name = "DIR")]
     pub keep_logs: Option<PathBuf>,
+
+    /// Show the whole console (firmware, kernel boot log, /init's protocol lines) and every
+    /// step, not only the programs' output and the kernel's sched_ext lines.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+impl VmOptions {
+    /// How boots with these options echo the console.
+    pub fn echo(&self) -> Echo {
+        if self.verbose {
+            Echo::All
+        } else {
+            Echo::Quiet
+        }
+    }
+
+    /// The console log file of a boot: in --keep-logs DIR as `<stem>.log`, else
+    /// `<cache>/logs/<timestamp>-<stem>.log`.
+    pub fn log_file(&self, stem: &str) -> PathBuf {
+        match &self.keep_logs {
+            Some(dir) => dir.join(format!("{stem}.log")),
+            None => crate::cache::log_file(stem),
+        }
+    }
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        VmOptions {
+            cpus: 2,
+            memory: 1024,
+            accel: AccelChoice::Auto,
+            keep_logs: None,
+            verbose: false,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -113,7 +160,9 @@ pub struct VmOptions {
 /// What the guest's `/init` said about the kernel it runs on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestKernel {
+    /// `uname -r` in the guest.
     pub release: String,
+    /// Online CPUs.
     pub cpus: Option<u32>,
     /// Contents of /sys/kernel/sched_ext/state, or `absent`.
     pub sched_ext: String,
@@ -122,9 +171,13 @@ pub struct GuestKernel {
 /// The outcome of one test, as `/init` reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// Exited with status 0.
     Ok,
+    /// Exited non-zero, or could not be started.
     Fail,
+    /// Killed at its timeout.
     Timeout,
+    /// Killed by a signal.
     Crash,
     /// A word this parser does not know (counts as a failure).
     Other(String),
@@ -141,6 +194,7 @@ impl Outcome {
         }
     }
 
+    /// Whether this is [`Outcome::Ok`].
     pub fn is_ok(&self) -> bool {
         *self == Outcome::Ok
     }
@@ -161,7 +215,9 @@ impl fmt::Display for Outcome {
 /// One `init: result …` line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TestResult {
+    /// The plan's test name.
     pub name: String,
+    /// How it ended.
     pub outcome: Outcome,
     /// Seconds the test ran, as the guest measured it.
     pub secs: f64,
@@ -172,6 +228,7 @@ pub struct TestResult {
 /// `/init`'s final word.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// `init: success`.
     Success,
     /// `init: failure [why]`.
     Failure(String),
@@ -213,17 +270,23 @@ pub fn failure_pattern(line: &str) -> Option<&'static str> {
 /// Incremental parser for the serial console.
 #[derive(Debug, Default)]
 pub struct ConsoleParser {
+    /// The `init: kernel` line.
     pub kernel: Option<GuestKernel>,
     /// Tests that printed `init: start` (in order).
     pub started: Vec<String>,
+    /// The `init: result` lines.
     pub results: Vec<TestResult>,
     /// `(passed, failed)` from `init: summary`.
     pub summary: Option<(u32, u32)>,
+    /// `init: success` / `init: failure`.
     pub verdict: Option<Verdict>,
+    /// Lines matching a failure pattern.
     pub problems: Vec<Problem>,
+    /// The kernel's `sched_ext:` lines.
+    pub sched_ext: Vec<String>,
     /// `init:` lines this parser could not make sense of.
     pub unparsed: Vec<String>,
-    /// The last few console lines, for error messages.
+    /// The last [`TAIL_LINES`] console lines, for error messages.
     pub tail: VecDeque<String>,
 }
 
@@ -232,10 +295,12 @@ pub struct ConsoleParser {
 pub enum LineKind {
     /// `init: success` / `init: failure …` — the guest is done.
     Verdict,
+    /// Anything else.
     Other,
 }
 
 impl ConsoleParser {
+    /// A parser that has seen nothing.
     pub fn new() -> Self {
         Self::default()
     }
@@ -252,6 +317,9 @@ impl ConsoleParser {
                 pattern,
                 line: line.to_string(),
             });
+        }
+        if is_kernel_line(line) && line.contains("sched_ext:") {
+            self.sched_ext.push(line.trim().to_string());
         }
         let Some(rest) = line.trim_start().strip_prefix("init: ") else {
             return LineKind::Other;
@@ -281,6 +349,34 @@ impl ConsoleParser {
         }
         LineKind::Other
     }
+}
+
+/// Whether a console line is a kernel log line (`[    1.234567] …`).
+pub fn is_kernel_line(line: &str) -> bool {
+    let Some(rest) = line.trim_start().strip_prefix('[') else {
+        return false;
+    };
+    let Some((stamp, _)) = rest.split_once(']') else {
+        return false;
+    };
+    let stamp = stamp.trim();
+    !stamp.is_empty()
+        && stamp.matches('.').count() == 1
+        && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+/// Whether [`Echo::Quiet`] shows a console line: kernel trouble and the kernel's `sched_ext`
+/// lines always; once `/init` runs (`init_started`), the programs' output and /init's
+/// warnings, but not the other kernel lines nor /init's protocol lines.
+pub fn shown_quietly(line: &str, init_started: bool) -> bool {
+    let t = line.trim_start();
+    if let Some(rest) = t.strip_prefix("init: ") {
+        return rest.starts_with("warning");
+    }
+    if failure_pattern(line).is_some() || (is_kernel_line(line) && line.contains("sched_ext")) {
+        return true;
+    }
+    init_started && !is_kernel_line(line) && !t.is_empty()
 }
 
 fn parse_kernel(args: &str) -> Option<GuestKernel> {
@@ -363,7 +459,8 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static HANDLER: Once = Once::new();
 
 /// Install (once) the Ctrl-C / SIGTERM / SIGHUP handler: it kills the running QEMU, waits for
-/// it, prints `xtask: interrupted, qemu stopped` and exits with status 130.
+/// it, prints `interrupted: QEMU stopped` and exits with status 130. Programs call this
+/// before booting; the library never installs it by itself.
 pub fn install_interrupt_handler() -> Result<()> {
     let mut result = Ok(());
     HANDLER.call_once(|| {
@@ -378,13 +475,14 @@ pub fn install_interrupt_handler() -> Result<()> {
                         libc::kill(pid as libc::pid_t, libc::SIGKILL);
                         libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
                     }
-                    eprintln!("xtask: interrupted, qemu stopped");
+                    restore_terminal();
+                    eprintln!("interrupted: QEMU stopped, nothing left running");
                 }
-                None => eprintln!("xtask: interrupted"),
+                None => eprintln!("interrupted"),
             }
             std::process::exit(130);
         })
-        .context("could not install the Ctrl-C handler");
+        .map_err(|e| err!("could not install the Ctrl-C handler: {e}"));
     });
     result
 }
@@ -407,19 +505,39 @@ fn park_if_interrupted() {
 pub struct BootSpec {
     /// Shown in the console prefix, e.g. `7.3.4` gives `[7.3.4] `.
     pub label: String,
+    /// The kernel.
     pub bzimage: PathBuf,
+    /// The guest image (newc cpio).
     pub initrd: PathBuf,
     /// Appended to [`BASE_CMDLINE`].
     pub extra_cmdline: Vec<String>,
+    /// Guest memory.
     pub memory_mib: u32,
+    /// Virtual CPUs.
     pub cpus: u32,
+    /// The accelerator.
     pub accel: Accel,
     /// Whole-boot timeout: QEMU is killed after this long.
     pub timeout: Duration,
-    /// Echo console lines to stdout.
-    pub echo: bool,
+    /// Which console lines to echo to stdout.
+    pub echo: Echo,
     /// Save the full console here.
     pub log: Option<PathBuf>,
+    /// Wire this process's stdin to the guest console and echo its output raw (for an
+    /// interactive shell).
+    pub interactive: bool,
+}
+
+/// Which console lines a boot echoes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Echo {
+    /// None.
+    None,
+    /// The programs' output, the kernel's sched_ext lines and kernel trouble
+    /// ([`shown_quietly`]).
+    Quiet,
+    /// Every line.
+    All,
 }
 
 impl BootSpec {
@@ -459,7 +577,9 @@ impl BootSpec {
 /// What happened during one boot.
 #[derive(Debug)]
 pub struct BootReport {
+    /// The accelerator used.
     pub accel: Accel,
+    /// What the console said.
     pub console: ConsoleParser,
     /// The whole-boot timeout expired and QEMU was killed.
     pub timed_out: Option<Duration>,
@@ -473,9 +593,26 @@ pub struct BootReport {
     pub elapsed: Duration,
     /// What QEMU printed on stderr.
     pub qemu_stderr: Vec<String>,
+    /// Where the full console went.
+    pub log: Option<PathBuf>,
 }
 
 impl BootReport {
+    /// Print the last [`TAIL_LINES`] console lines and where the full log is (after a
+    /// failure).
+    pub fn print_failure_context(&self) {
+        if !self.console.tail.is_empty() {
+            println!("--- last {} console lines ---", self.console.tail.len());
+            for l in &self.console.tail {
+                println!("{l}");
+            }
+            println!("---");
+        }
+        if let Some(log) = &self.log {
+            println!("full console log: {}", log.display());
+        }
+    }
+
     /// Why this boot counts as a failure regardless of the test results (empty = it behaved).
     pub fn guest_failures(&self) -> Vec<String> {
         let mut why = Vec::new();
@@ -591,6 +728,64 @@ enum Msg {
     Eof,
 }
 
+/// Interactive boots: echo the console's bytes as they come (a shell prompt has no newline)
+/// once this is set, and still send whole lines to the parser.
+fn pump_raw(mut reader: impl Read, tx: mpsc::Sender<Msg>, raw: Arc<AtomicBool>) {
+    let mut buf = [0u8; 4096];
+    let mut line = Vec::new();
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if raw.load(Ordering::Relaxed) {
+                    let mut o = std::io::stdout().lock();
+                    let _ = o.write_all(&buf[..n]);
+                    let _ = o.flush();
+                }
+                for &b in &buf[..n] {
+                    if b == b'\n' {
+                        let l = sanitize(&String::from_utf8_lossy(&line));
+                        line.clear();
+                        if tx.send(Msg::Console(l)).is_err() {
+                            return;
+                        }
+                    } else {
+                        line.push(b);
+                    }
+                }
+            }
+        }
+    }
+    if !line.is_empty() {
+        let _ = tx.send(Msg::Console(sanitize(&String::from_utf8_lossy(&line))));
+    }
+    let _ = tx.send(Msg::Eof);
+}
+
+/// The terminal settings of stdin before an interactive boot (QEMU makes it raw).
+static SAVED_TERMIOS: Mutex<Option<libc::termios>> = Mutex::new(None);
+
+fn save_terminal() {
+    // SAFETY: tcgetattr fills a zeroed termios for fd 0; failure (not a tty) is fine.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) == 0 {
+            *SAVED_TERMIOS.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        }
+    }
+}
+
+fn restore_terminal() {
+    let saved = SAVED_TERMIOS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(t) = saved {
+        // SAFETY: tcsetattr on fd 0 with settings tcgetattr returned.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+    }
+}
+
 fn pump(reader: impl Read, tx: mpsc::Sender<Msg>, wrap: fn(String) -> Msg) {
     let mut reader = BufReader::new(reader);
     let mut buf = Vec::new();
@@ -610,14 +805,18 @@ fn pump(reader: impl Read, tx: mpsc::Sender<Msg>, wrap: fn(String) -> Msg) {
 }
 
 /// Spawn QEMU so it dies with this process and does not see the terminal's Ctrl-C (the
-/// handler kills it instead).
+/// handler kills it instead). Interactive boots stay in the terminal's process group so QEMU
+/// can read it (it puts the terminal in raw mode, so Ctrl-C goes to the guest).
 fn spawn_qemu(spec: &BootSpec) -> Result<Child> {
     let mut cmd = Command::new(QEMU);
     cmd.args(spec.qemu_args())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    if spec.interactive {
+        cmd.stdin(Stdio::inherit());
+    } else {
+        cmd.stdin(Stdio::null()).process_group(0);
+    }
     // SAFETY: getpid is async-signal-safe.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure only makes async-signal-safe syscalls (prctl, getppid).
@@ -635,13 +834,18 @@ fn spawn_qemu(spec: &BootSpec) -> Result<Child> {
             }
             // The parent may have died between fork and prctl.
             if libc::getppid() != parent {
-                return Err(std::io::Error::other("xtask exited while starting qemu"));
+                return Err(std::io::Error::other(
+                    "the parent exited while starting qemu",
+                ));
             }
             Ok(())
         });
     }
     cmd.spawn().with_context(|| {
-        format!("could not start {QEMU}; install it with `cargo xtask setup` (Debian package qemu-system-x86)")
+        format!(
+            "could not start {QEMU}; install it with `{}`",
+            crate::tools::install_line(&[crate::tools::Tool::Qemu])
+        )
     })
 }
 
@@ -663,6 +867,9 @@ pub fn boot(spec: &BootSpec) -> Result<BootReport> {
         None => None,
     };
 
+    if spec.interactive {
+        save_terminal();
+    }
     let start = Instant::now();
     let mut child = {
         // Hold the lock across spawn so the Ctrl-C handler never misses this child.
@@ -676,10 +883,20 @@ pub fn boot(spec: &BootSpec) -> Result<BootReport> {
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let tx2 = tx.clone();
-    std::thread::spawn(move || pump(stdout, tx, Msg::Console));
+    let raw = Arc::new(AtomicBool::new(false));
+    if spec.interactive {
+        let raw = raw.clone();
+        std::thread::spawn(move || pump_raw(stdout, tx, raw));
+    } else {
+        std::thread::spawn(move || pump(stdout, tx, Msg::Console));
+    }
     std::thread::spawn(move || pump(stderr, tx2, Msg::Stderr));
 
-    let prefix = format!("[{}] ", spec.label);
+    let prefix = if spec.label.is_empty() {
+        String::new()
+    } else {
+        format!("[{}] ", spec.label)
+    };
     let mut console = ConsoleParser::new();
     let mut qemu_stderr = Vec::new();
     let mut boot_to_result = None;
@@ -705,7 +922,12 @@ pub fn boot(spec: &BootSpec) -> Result<BootReport> {
         }
         match rx.recv_timeout(limit - now) {
             Ok(Msg::Console(line)) => {
-                if spec.echo {
+                let show = match spec.echo {
+                    Echo::None => false,
+                    Echo::All => true,
+                    Echo::Quiet => shown_quietly(&line, console.kernel.is_some()),
+                };
+                if show && !raw.load(Ordering::Relaxed) {
                     let mut o = out.lock();
                     let _ = writeln!(o, "{prefix}{line}");
                     let _ = o.flush();
@@ -716,10 +938,13 @@ pub fn boot(spec: &BootSpec) -> Result<BootReport> {
                 if console.feed(&line) == LineKind::Verdict && boot_to_result.is_none() {
                     boot_to_result = Some(start.elapsed());
                 }
+                if spec.interactive && console.kernel.is_some() {
+                    raw.store(true, Ordering::Relaxed);
+                }
             }
             Ok(Msg::Stderr(line)) => {
                 if !line.is_empty() {
-                    if spec.echo {
+                    if spec.echo != Echo::None {
                         let mut o = out.lock();
                         let _ = writeln!(o, "{prefix}qemu: {line}");
                         let _ = o.flush();
@@ -749,16 +974,19 @@ pub fn boot(spec: &BootSpec) -> Result<BootReport> {
     }
     let exit = child.wait().ok();
     let elapsed = start.elapsed();
+    if spec.interactive {
+        restore_terminal();
+    }
 
     if let Some(f) = log.as_mut() {
         if let Some(t) = timed_out {
-            let _ = writeln!(f, "# xtask: timed out after {} s, qemu killed", t.as_secs());
+            let _ = writeln!(f, "# timed out after {} s, qemu killed", t.as_secs());
         }
         let _ = f.flush();
     }
     if let Some(t) = timed_out {
         println!(
-            "{prefix}xtask: boot timed out after {} s; qemu killed",
+            "{prefix}boot timed out after {} s; qemu killed",
             t.as_secs()
         );
     }
@@ -772,6 +1000,7 @@ pub fn boot(spec: &BootSpec) -> Result<BootReport> {
         boot_to_result,
         elapsed,
         qemu_stderr,
+        log: spec.log.clone(),
     })
 }
 
@@ -786,11 +1015,14 @@ pub fn qemu_version() -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| {
-            format!("{QEMU} is not installed; run `cargo xtask setup` (or apt-get install qemu-system-x86)")
+            format!(
+                "{QEMU} is not installed; install it with `{}`",
+                crate::tools::install_line(&[crate::tools::Tool::Qemu])
+            )
         })?;
     if !out.status.success() {
         bail!(
-            "`{QEMU} --version` failed ({}); reinstall QEMU with `cargo xtask setup`",
+            "`{QEMU} --version` failed ({}); reinstall it (Debian package qemu-system-x86)",
             out.status
         );
     }
@@ -804,27 +1036,55 @@ fn host_kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-/// Can this process open /dev/kvm for reading and writing?
+/// `KVM_GET_API_VERSION` (`_IO(KVMIO, 0x00)`).
+const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+/// The only KVM API version there is.
+const KVM_API_VERSION: libc::c_int = 12;
+
+/// Whether `/proc/cpuinfo`'s flags have hardware virtualisation (vmx or svm).
+pub fn cpuinfo_has_virt(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|w| w == "vmx" || w == "svm"))
+}
+
+/// What can be checked about KVM without booting: /dev/kvm opens read-write and answers
+/// `KVM_GET_API_VERSION` with 12, and the CPU has vmx or svm.
 fn kvm_device_usable() -> std::result::Result<(), String> {
-    match std::fs::OpenOptions::new()
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-    {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("/dev/kvm is not usable: {e}")),
+        .map_err(|e| format!("/dev/kvm is not usable: {e}"))?;
+    // SAFETY: an ioctl without arguments on a descriptor we own.
+    let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
+    if v != KVM_API_VERSION {
+        return Err(format!(
+            "/dev/kvm answered KVM_GET_API_VERSION with {v}, not {KVM_API_VERSION}"
+        ));
     }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if !cpuinfo_has_virt(&cpuinfo) {
+        return Err("the CPU flags in /proc/cpuinfo have neither vmx nor svm".to_string());
+    }
+    Ok(())
 }
 
 /// A cached KVM probe verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeVerdict {
+    /// [`probe_key`] of the host it was measured on.
     pub key: String,
+    /// Whether the probe boot worked.
     pub kvm_works: bool,
+    /// What happened.
     pub detail: String,
 }
 
 impl ProbeVerdict {
+    /// The cache file's text.
     pub fn render(&self) -> String {
         format!(
             "key={}\nkvm={}\ndetail={}\n",
@@ -834,6 +1094,7 @@ impl ProbeVerdict {
         )
     }
 
+    /// Parse [`render`](Self::render)'s text.
     pub fn parse(text: &str) -> Option<ProbeVerdict> {
         let (mut key, mut kvm, mut detail) = (None, None, String::new());
         for line in text.lines() {
@@ -860,7 +1121,9 @@ pub fn probe_key(host_release: &str, qemu_version: &str) -> String {
 
 /// What a probe boot needs: a kernel and an image whose `/init` reaches `init: success` quickly.
 pub struct ProbeImage {
+    /// The kernel.
     pub bzimage: PathBuf,
+    /// An image whose plan is empty.
     pub initrd: PathBuf,
 }
 
@@ -872,37 +1135,44 @@ pub fn resolve_accel(
     match choice {
         AccelChoice::Tcg => Ok(Accel::Tcg),
         AccelChoice::Kvm => {
-            kvm_device_usable().map_err(|e| {
-                anyhow::anyhow!("--accel kvm: {e}; use --accel tcg (or auto) instead")
-            })?;
+            kvm_device_usable()
+                .map_err(|e| err!("--accel kvm: {e}; use --accel tcg (or auto) instead"))?;
             Ok(Accel::Kvm)
         }
         AccelChoice::Auto => {
             if let Err(e) = kvm_device_usable() {
-                println!("xtask: accel tcg ({e})");
+                if crate::cache::verbose() {
+                    println!("accel tcg ({e})");
+                }
                 return Ok(Accel::Tcg);
             }
             let key = probe_key(&host_kernel_release(), &qemu_version()?);
-            let cache = crate::vm_dir().join("kvm-probe");
+            let cache = crate::cache::dir().join("kvm-probe");
             if let Some(v) = std::fs::read_to_string(&cache)
                 .ok()
                 .and_then(|t| ProbeVerdict::parse(&t))
                 .filter(|v| v.key == key)
             {
                 let accel = if v.kvm_works { Accel::Kvm } else { Accel::Tcg };
-                println!(
-                    "xtask: accel {accel} (cached KVM probe verdict: {}; details in {}, delete \
-                     it to probe again)",
-                    if v.kvm_works { "works" } else { "broken" },
-                    cache.display()
-                );
+                if crate::cache::verbose() {
+                    println!(
+                        "accel {accel} (cached KVM probe verdict: {}; details in {}, delete it \
+                         to probe again)",
+                        if v.kvm_works { "works" } else { "broken" },
+                        cache.display()
+                    );
+                }
                 return Ok(accel);
             }
             let probe = make_probe()?;
-            println!("xtask: probing KVM with a quick boot …");
+            println!(
+                "probing KVM with a quick boot (at most {} s)…",
+                KVM_PROBE_TIMEOUT.as_secs()
+            );
             let verdict = probe_kvm(&probe, key)?;
-            std::fs::create_dir_all(crate::vm_dir())
-                .with_context(|| format!("could not create {}", crate::vm_dir().display()))?;
+            let dir = crate::cache::dir();
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("could not create {}", dir.display()))?;
             std::fs::write(&cache, verdict.render()).with_context(|| {
                 format!("could not write the KVM probe cache {}", cache.display())
             })?;
@@ -912,7 +1182,7 @@ pub fn resolve_accel(
                 Accel::Tcg
             };
             println!(
-                "xtask: accel {accel} (KVM probe: {}; cached in {})",
+                "accel {accel} (KVM probe: {}; cached in {})",
                 if verdict.kvm_works {
                     "works".to_string()
                 } else {
@@ -935,8 +1205,9 @@ fn probe_kvm(probe: &ProbeImage, key: String) -> Result<ProbeVerdict> {
         cpus: 1,
         accel: Accel::Kvm,
         timeout: KVM_PROBE_TIMEOUT,
-        echo: false,
-        log: Some(crate::vm_dir().join("kvm-probe.log")),
+        echo: Echo::None,
+        log: Some(crate::cache::dir().join("kvm-probe.log")),
+        interactive: false,
     };
     let report = boot(&spec)?;
     let problems = report.guest_failures();
@@ -1095,6 +1366,7 @@ mod tests {
             boot_to_result: None,
             elapsed: Duration::from_secs(1),
             qemu_stderr: Vec::new(),
+            log: None,
         }
     }
 
@@ -1182,16 +1454,20 @@ mod tests {
     /// Boots a real kernel (the newest one cached under target/vm/kernels) with an init that
     /// does not exist: the kernel panics, QEMU exits, and the report says so.
     #[test]
-    #[ignore = "boots QEMU with a cached kernel: run `cargo xtask vm-test` once first"]
+    #[ignore = "boots QEMU with a cached kernel: run `cargo scx-vm run` once first"]
     fn a_kernel_panic_ends_the_boot_and_is_reported() {
-        let kernels = crate::vm_dir().join("kernels");
+        let kernels = crate::cache::dir().join("kernels");
         let mut found: Vec<PathBuf> = std::fs::read_dir(&kernels)
             .expect("no cached kernels")
             .filter_map(|e| Some(e.ok()?.path().join("vmlinuz")))
             .filter(|p| p.is_file())
             .collect();
         found.sort();
-        let initrd = crate::vm_dir().join("images").join("kvm-probe.cpio");
+        // Any image will do: rdinit names an init that is not there.
+        let initrd = crate::cache::dir().join("images").join("panic-test.cpio");
+        let mut img = crate::image::GuestImage::default();
+        img.add_char_dev("/dev/console", 0o600, 5, 1).unwrap();
+        img.write(&initrd).unwrap();
         let spec = BootSpec {
             label: "panic".into(),
             bzimage: found.pop().expect("no cached vmlinuz"),
@@ -1201,8 +1477,9 @@ mod tests {
             cpus: 1,
             accel: Accel::Tcg,
             timeout: Duration::from_secs(120),
-            echo: false,
+            echo: Echo::None,
             log: None,
+            interactive: false,
         };
         let r = boot(&spec).unwrap();
         assert!(
@@ -1218,6 +1495,50 @@ mod tests {
         let why = r.guest_failures();
         assert!(why[0].contains("after a kernel panic"), "{why:?}");
         assert!(why[0].contains("without /init printing"), "{why:?}");
+    }
+
+    #[test]
+    fn quiet_echo_shows_programs_and_sched_ext_only() {
+        assert!(is_kernel_line("[    0.000000] Linux version 7.3.4"));
+        assert!(is_kernel_line("  [ 12.5] x"));
+        assert!(!is_kernel_line("[7.3.4] x"));
+        assert!(!is_kernel_line("scx-fifo: hello"));
+        // Before /init: firmware and boot log hidden, sched_ext and trouble shown.
+        assert!(!shown_quietly("SeaBIOS (version 1.16.2)", false));
+        assert!(!shown_quietly("[    0.1] Linux version 7.3.4", false));
+        assert!(shown_quietly(
+            "[    0.1] BUG: kernel NULL pointer dereference",
+            false
+        ));
+        // After: programs' output, sched_ext lines, /init warnings.
+        assert!(shown_quietly("scx-fifo: 2 tasks dispatched", true));
+        assert!(shown_quietly(
+            "[    3.0] sched_ext: BPF scheduler \"fifo\" enabled",
+            true
+        ));
+        assert!(!shown_quietly("[    3.0] random: crng init done", true));
+        assert!(!shown_quietly("init: start run", true));
+        assert!(!shown_quietly("init: result run ok 1.00 exit=0", true));
+        assert!(shown_quietly(
+            "init: warning: killed 1 leftover process(es)",
+            true
+        ));
+        assert!(!shown_quietly("", true));
+        let mut p = ConsoleParser::new();
+        p.feed("[    3.0] sched_ext: BPF scheduler \"fifo\" enabled");
+        p.feed("scx-vm: sched_ext: not a kernel line");
+        assert_eq!(p.sched_ext.len(), 1);
+    }
+
+    #[test]
+    fn cpuinfo_flags() {
+        assert!(cpuinfo_has_virt(
+            "processor\t: 0\nflags\t\t: fpu vme vmx sse\n"
+        ));
+        assert!(cpuinfo_has_virt("flags\t: fpu svm\n"));
+        assert!(!cpuinfo_has_virt(
+            "flags\t: fpu vme hypervisor\nvmx flags\t: ept\n"
+        ));
     }
 
     #[test]
@@ -1246,8 +1567,9 @@ mod tests {
             cpus: 2,
             accel: Accel::Tcg,
             timeout: Duration::from_secs(1),
-            echo: false,
+            echo: Echo::None,
             log: None,
+            interactive: false,
         };
         let args = spec.qemu_args().join(" ");
         assert!(args.contains("-accel tcg,thread=single -cpu max"), "{args}");

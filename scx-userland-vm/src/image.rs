@@ -3,17 +3,15 @@
 //! [`GuestImage`] collects the guest's file tree in memory (paths sorted, so the archive is
 //! the same bytes for the same inputs: mtime 0, uid/gid 0, inode numbers assigned in path
 //! order) and [`GuestImage::write`] streams it as an uncompressed newc ("070701") archive the
-//! kernel unpacks as its initramfs. Every image has `/init` (the vm-init build), the mount
-//! points vm-init uses, and `/dev/console` and `/dev/null` so the kernel can open the
-//! console for `/init` before devtmpfs is mounted.
+//! kernel unpacks as its initramfs. Every image has `/init` (the static guest init, see
+//! [`crate::guest`]), the mount points it uses, and `/dev/console` and `/dev/null` so the
+//! kernel can open the console for `/init` before devtmpfs is mounted.
 //!
 //! The plan (which tests `/init` runs) is rendered to `/etc/vm-plan`; its format and the
-//! parser live in `vm/init/src/plan.rs`, included below so both sides share one definition.
+//! parser live in [`crate::guest::plan`], which the guest's `/init` is built from too.
 //!
 //! Host executables are added with the shared libraries `ldd` reports, at the same absolute
 //! paths (symlinks resolved: the real file is stored under the linked name).
-// Used by `vm_test` and `vm_run`; until they all call in, parts of the API are unused.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,16 +20,9 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
-
-#[path = "../../vm/init/src/plan.rs"]
-mod plan;
-
-#[allow(unused_imports)] // `PlanTest` is for the callers building plans.
-pub use plan::{Plan, PlanTest, PLAN_PATH};
-
-/// Where the busybox-static package installs busybox on the host.
-pub const HOST_BUSYBOX: &str = "/bin/busybox";
+use crate::error::{bail, Context, Result};
+pub use crate::guest::plan::{Plan, PlanTest, PLAN_PATH};
+pub use crate::tools::HOST_BUSYBOX;
 
 /// Applets linked into `/bin` by [`GuestImage::add_busybox`] (those the host build has).
 const BUSYBOX_APPLETS: &[&str] = &[
@@ -45,7 +36,7 @@ const BUSYBOX_APPLETS: &[&str] = &[
     "umount", "uname", "uniq", "uptime", "vi", "watch", "wc", "which", "xargs", "yes",
 ];
 
-/// Directories every image has (mount points of vm-init and the usual places for programs).
+/// Directories every image has (mount points of the guest init and the usual places for programs).
 /// Mount points below /sys live on sysfs, not in the image.
 const BASE_DIRS: &[&str] = &[
     "bin", "dev", "etc", "lib", "proc", "root", "run", "sbin", "sys", "tmp", "usr/bin",
@@ -102,7 +93,7 @@ fn normalize(guest_path: &str) -> Result<String> {
 }
 
 impl GuestImage {
-    /// A new image whose `/init` is the given host binary (the vm-init build), with its
+    /// A new image whose `/init` is the given host binary (the guest init), with its
     /// shared libraries, the base directories and `/dev/console`, `/dev/null`.
     pub fn new(init: &Path) -> Result<Self> {
         let mut img = GuestImage::default();
@@ -233,7 +224,7 @@ impl GuestImage {
 
     /// Add [`HOST_BUSYBOX`] as `/bin/busybox` with `/bin/<applet>` symlinks for a useful set
     /// of applets (existing `/bin` entries are kept). `Ok(false)` if the host has no busybox
-    /// (`cargo xtask setup` installs busybox-static).
+    /// (Debian package busybox-static).
     pub fn add_busybox(&mut self) -> Result<bool> {
         let host = Path::new(HOST_BUSYBOX);
         if !host.is_file() {
@@ -401,7 +392,7 @@ impl GuestImage {
 
 /// The absolute paths of the shared libraries (and ELF interpreter) `ldd` reports for
 /// `exe`; empty for a static executable.
-fn shared_libraries(exe: &Path) -> Result<Vec<String>> {
+pub(crate) fn shared_libraries(exe: &Path) -> Result<Vec<String>> {
     let out = Command::new("ldd").arg(exe).output().context(
         "cannot run `ldd` (install libc-bin) to find the shared libraries of a guest binary",
     )?;
@@ -500,7 +491,9 @@ fn write_entry(w: &mut impl Write, h: &Header, name: &str, data: &[u8]) -> Resul
 /// Write `nodes` (keys without leading `/`, parents sorting before children) and the trailer.
 fn write_archive(w: &mut impl Write, nodes: &BTreeMap<String, Node>) -> Result<()> {
     for (i, (name, node)) in nodes.iter().enumerate() {
-        let ino = u32::try_from(i + 1).context("too many files for a cpio archive")?;
+        let ino = u32::try_from(i + 1)
+            .ok()
+            .context("too many files for a cpio archive")?;
         let owned;
         let (mode, nlink, rdev, data): (u32, u32, (u32, u32), &[u8]) = match node {
             Node::Dir { mode } => (S_IFDIR | mode, 2, (0, 0), &[]),
@@ -523,6 +516,7 @@ fn write_archive(w: &mut impl Write, nodes: &BTreeMap<String, Node>) -> Result<(
             Node::CharDev { mode, major, minor } => (S_IFCHR | mode, 1, (*major, *minor), &[]),
         };
         let filesize = u32::try_from(data.len())
+            .ok()
             .with_context(|| format!("/{name} is too large for a newc archive (4 GiB)"))?;
         let h = Header {
             ino,
@@ -872,24 +866,18 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Build vm-init, make an image with busybox and `plan`, boot it in QEMU (TCG) with
+    /// Build the guest init, make an image with busybox and `plan`, boot it in QEMU (TCG) with
     /// `extra` appended to the command line; returns the `init: ` lines (from `init: ` on,
     /// trimmed) after checking that QEMU powered off by itself.
     fn boot(plan: Option<&Plan>, extra: &str, image: &str) -> Vec<String> {
         let kernel = std::env::var("SCX_VM_KERNEL").expect("set SCX_VM_KERNEL to a bzImage");
-        let root = crate::workspace_root();
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "vm-init"])
-            .current_dir(&root)
-            .status()
-            .unwrap();
-        assert!(st.success(), "building vm-init failed");
-        let mut img = GuestImage::new(&root.join("target/release/vm-init")).unwrap();
+        let init = crate::guest::build_init().unwrap();
+        let mut img = GuestImage::new(&init).unwrap();
         assert!(img.add_busybox().unwrap(), "install busybox-static");
         if let Some(plan) = plan {
             img.set_plan(plan);
         }
-        let out = crate::vm_dir().join(image);
+        let out = crate::cache::dir().join("images").join(image);
         img.write(&out).unwrap();
         let start = std::time::Instant::now();
         let o = Command::new("timeout")
@@ -944,10 +932,10 @@ mod tests {
         lines.iter().any(|l| l.starts_with(prefix))
     }
 
-    /// End to end: vm-init as /init, busybox, three tests, booted in QEMU (TCG).
-    /// `SCX_VM_KERNEL=<bzImage> cargo test -p xtask -- --ignored boots_in_qemu --nocapture`
+    /// End to end: the guest init as /init, busybox, three tests, booted in QEMU (TCG).
+    /// `SCX_VM_KERNEL=<bzImage> cargo test -p scx-userland-vm -- --ignored boots_in_qemu --nocapture`
     #[test]
-    #[ignore = "builds vm-init and boots QEMU; needs SCX_VM_KERNEL=<bzImage>"]
+    #[ignore = "builds the guest init and boots QEMU; needs SCX_VM_KERNEL=<bzImage>"]
     fn boots_in_qemu() {
         let plan = Plan {
             env: vec![],
@@ -983,7 +971,7 @@ mod tests {
 
     /// Crash, spawn failure, env with spaces, orphans and leftovers, in one boot.
     #[test]
-    #[ignore = "builds vm-init and boots QEMU; needs SCX_VM_KERNEL=<bzImage>"]
+    #[ignore = "builds the guest init and boots QEMU; needs SCX_VM_KERNEL=<bzImage>"]
     fn boots_in_qemu_edge_cases() {
         let sh = |name: &str, script: &str| t(name, 20, &["/bin/sh", "-c", script]);
         let plan = Plan {
@@ -1018,7 +1006,7 @@ mod tests {
 
     /// Without a plan, /init reports why and powers off.
     #[test]
-    #[ignore = "builds vm-init and boots QEMU; needs SCX_VM_KERNEL=<bzImage>"]
+    #[ignore = "builds the guest init and boots QEMU; needs SCX_VM_KERNEL=<bzImage>"]
     fn boots_in_qemu_without_plan() {
         let lines = boot(None, "", "initramfs-selftest-noplan.cpio");
         assert!(has(&lines, "init: kernel "));

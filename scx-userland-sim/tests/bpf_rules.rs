@@ -1,0 +1,503 @@
+//! One test per rule of the BPF component (main.bpf.c) the simulator models, each with a
+//! small policy that exercises it.
+
+mod common;
+
+use common::*;
+use scx_userland::{Backend, Dispatch, DispatchedTask, Error, Policy, QueuedTask, RL_CPU_ANY};
+use scx_userland_sim::{simulate, Op, Scenario, SeedFifo, SimError, TaskSpec};
+
+/// The ticker to `RL_CPU_ANY` (FIFO queue) with `preempt`; others to the vtime queue in
+/// turn.
+fn two_queues(preempt: bool) -> impl FnMut(&QueuedTask) -> Option<Dispatch> {
+    let mut turn = 0;
+    move |t| {
+        let mut d = Dispatch::new(t);
+        d.cpu = RL_CPU_ANY;
+        if t.comm_str() == "tick" {
+            d.preempt = preempt;
+        } else {
+            turn += 1;
+            d.vtime = turn;
+        }
+        Some(d)
+    }
+}
+
+#[test]
+fn direct_idle_keeps_wakeups_on_idle_cpus_out_of_user_space() {
+    let mut s = scenario(2, 200, vec![ticker("tick", 50, 1000)]);
+    s.sched.direct_idle = true;
+    let mut spy = Spy::new(SeedFifo);
+    let r = simulate(&s, &mut spy).unwrap();
+    assert!(r.stats.nr_direct_dispatches >= 190, "{r}");
+    let wakeups_seen = spy
+        .seen
+        .borrow()
+        .queued
+        .iter()
+        .filter(|t| t.is_wakeup())
+        .count();
+    assert_eq!(wakeups_seen, 0);
+
+    s.sched.direct_idle = false;
+    let mut spy = Spy::new(SeedFifo);
+    let r = simulate(&s, &mut spy).unwrap();
+    assert_eq!(r.stats.nr_direct_dispatches, 0);
+    let seen = spy.seen.borrow();
+    let wakeups: Vec<_> = seen.queued.iter().filter(|t| t.is_wakeup()).collect();
+    assert!(wakeups.len() >= 190);
+    // The CPU select_cpu found idle travels with the task.
+    assert!(wakeups.iter().all(|t| t.idle_cpu()));
+}
+
+#[test]
+fn fifo_queue_is_served_before_the_vtime_queue() {
+    // One CPU, three hogs waiting in the vtime queue, and a task waking every 2 ms.
+    let s = scenario(1, 300, vec![hog("hog").count(3), ticker("tick", 50, 2000)]);
+    // The wake-up in the FIFO queue (no preemption): taken at the next slice end.
+    let r = simulate(&s, &mut Decide(two_queues(false))).unwrap();
+    assert!(r.group("tick").wake_wait.max_ns <= 5 * MS + 200 * US, "{r}");
+    // The same wake-up in the vtime queue behind the hogs: waits for several slices.
+    let mut turn = 0;
+    let r = simulate(
+        &s,
+        &mut Decide(|t: &QueuedTask| {
+            let mut d = Dispatch::new(t);
+            d.cpu = RL_CPU_ANY;
+            turn += 1;
+            d.vtime = turn;
+            Some(d)
+        }),
+    )
+    .unwrap();
+    assert!(r.group("tick").wake_wait.p50_ns >= 9 * MS, "{r}");
+}
+
+#[test]
+fn vtime_queue_is_served_at_least_every_20ms() {
+    // One CPU: three hogs always in the FIFO queue, one hog in the vtime queue.
+    let s = scenario(1, 1000, vec![hog("fifo").count(3), hog("vt")]);
+    let r = simulate(
+        &s,
+        &mut Decide(|t: &QueuedTask| {
+            let mut d = Dispatch::new(t);
+            d.cpu = RL_CPU_ANY;
+            if t.comm_str() == "vt" {
+                d.vtime = 1;
+            }
+            Some(d)
+        }),
+    )
+    .unwrap();
+    let vt = r.task("vt");
+    // Without aging it would never run (the FIFO queue is never empty).
+    assert!(vt.runtime_ns > 100 * MS, "{r}");
+    // Served once its queue has waited 20 ms: at the next slice end after that.
+    assert!(vt.max_starvation_ns < 20 * MS + 6 * MS, "{r}");
+    assert!(vt.max_starvation_ns > 15 * MS, "{r}");
+}
+
+#[test]
+fn rl_cpu_any_with_preempt_makes_room_on_the_longest_running_cpu() {
+    // The ticker may only use CPU 1: a drain on CPU 0 cannot take it there.
+    let s = scenario(
+        2,
+        300,
+        vec![hog("hog").count(2), ticker("tick", 50, 1000).cpus(&[1])],
+    );
+    // Without preempt: a wake-up waits for a slice to end.
+    let r = simulate(&s, &mut Decide(two_queues(false))).unwrap();
+    let slow = r.group("tick").wake_wait;
+    assert!(slow.p50_ns > MS, "{r}");
+    // With preempt: make_room preempts the CPU whose hog ran longest (>= 200 us) at the
+    // drain, so the wake-up does not wait for the other CPU's slice too.
+    let r = simulate(&s, &mut Decide(two_queues(true))).unwrap();
+    let fast = r.group("tick").wake_wait;
+    assert!(fast.mean_ns < slow.mean_ns, "{r}");
+}
+
+#[test]
+fn make_room_takes_an_idle_cpu_first() {
+    // Three CPUs, one hog: a preempting RL_CPU_ANY wake-up never preempts the hog.
+    let mut s = scenario(3, 200, vec![hog("hog"), ticker("tick", 50, 1000)]);
+    s.sched.direct_idle = false;
+    let r = simulate(&s, &mut Decide(two_queues(true))).unwrap();
+    assert!(r.group("tick").wake_wait.p99_ns < 100 * US, "{r}");
+    // The hog was never cut short: it ran its slices out (or kept its CPU).
+    assert!(r.group("hog").cpu_share > 0.98, "{r}");
+}
+
+/// The hogs to the vtime queue; the others to the FIFO queue, the ticker at its head if
+/// `head`.
+fn head_policy(head: bool) -> Decide<impl FnMut(&QueuedTask) -> Option<Dispatch>> {
+    let mut turn = 0;
+    Decide(move |t: &QueuedTask| {
+        let mut d = Dispatch::new(t);
+        d.cpu = RL_CPU_ANY;
+        if t.comm_str().starts_with("hog") {
+            turn += 1;
+            d.vtime = turn;
+        }
+        d.head = head && t.comm_str() == "tick";
+        Some(d)
+    })
+}
+
+#[test]
+fn head_puts_a_task_first_in_the_fifo_queue() {
+    // One CPU: hogs behind, and periodic workers that keep the FIFO queue busy, but not
+    // always.
+    let s = scenario(
+        1,
+        500,
+        vec![
+            hog("hog").count(2),
+            ticker("worker", 900, 3000).count(3),
+            ticker("tick", 50, 2000),
+        ],
+    );
+    let tail = simulate(&s, &mut head_policy(false)).unwrap();
+    let head = simulate(&s, &mut head_policy(true)).unwrap();
+    let (t, h) = (tail.group("tick").wake_wait, head.group("tick").wake_wait);
+    assert!(h.mean_ns < t.mean_ns, "tail: {tail}\nhead: {head}");
+}
+
+#[test]
+fn head_insertions_stop_while_the_fifo_queue_never_empties() {
+    // One CPU, three hogs always in the FIFO queue: after 20 ms without seeing it empty,
+    // BPF queues the "head" ticker at the tail, so the hogs at the tail cannot starve.
+    let s = scenario(1, 300, vec![hog("hog").count(3), ticker("tick", 50, 2000)]);
+    let r = simulate(
+        &s,
+        &mut Decide(|t: &QueuedTask| {
+            let mut d = Dispatch::new(t);
+            d.cpu = RL_CPU_ANY;
+            d.head = t.comm_str() == "tick";
+            Some(d)
+        }),
+    )
+    .unwrap();
+    assert!(r.group("tick").wake_wait.p50_ns >= 9 * MS, "{r}");
+    assert!(r.group("hog").max_starvation_ns < 16 * MS, "{r}");
+}
+
+#[test]
+fn bounce_sends_a_task_to_a_cpu_it_may_use() {
+    // Pinned to CPU 1; the policy insists on CPU 0, then on a stale cpumask_cnt.
+    let s = scenario(2, 100, vec![ticker("pinned", 50, 1000).cpus(&[1])]);
+    let r = simulate(
+        &s,
+        &mut Decide(|t: &QueuedTask| {
+            Some(Dispatch {
+                cpu: 0,
+                ..Dispatch::new(t)
+            })
+        }),
+    )
+    .unwrap();
+    assert!(r.stats.nr_bounce_dispatches >= 90, "{r}");
+    assert_eq!(r.task("pinned").cpus_used, vec![1]);
+    assert!(r.task("pinned").bursts >= 90, "{r}");
+
+    let r = simulate(
+        &s,
+        &mut Decide(|t: &QueuedTask| {
+            Some(Dispatch {
+                cpumask_cnt: t.cpumask_cnt + 1,
+                ..Dispatch::new(t)
+            })
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        r.stats.nr_bounce_dispatches, r.stats.nr_user_dispatches,
+        "{r}"
+    );
+    assert!(r.task("pinned").bursts >= 90, "{r}");
+}
+
+/// Dispatches every task twice, and a pid that does not exist once at attach.
+struct Careless;
+
+impl Policy for Careless {
+    fn attached<B: Backend>(&mut self, bpf: &mut B) {
+        let ghost = DispatchedTask {
+            pid: 999_999,
+            cpu: 0,
+            cpumask_cnt: 0,
+            slice_ns: 0,
+        };
+        bpf.dispatch_task(&ghost).unwrap();
+    }
+    fn schedule<B: Backend>(&mut self, bpf: &mut B) -> Result<(), Error> {
+        while let Some(t) = bpf.dequeue_task()? {
+            if !t.is_exiting() {
+                bpf.dispatch_task(&DispatchedTask::new(&t))?;
+                bpf.dispatch_task(&DispatchedTask::new(&t))?;
+            }
+        }
+        bpf.update_tasks(Some(0), Some(0))
+    }
+}
+
+#[test]
+fn cancel_drops_unknown_pids_and_double_dispatches() {
+    let s = scenario(2, 100, vec![hog("hog").count(3), ticker("tick", 50, 1000)]);
+    let r = simulate(&s, &mut Careless).unwrap();
+    assert!(r.stats.nr_user_dispatches > 50, "{r}");
+    // Every second dispatch of a task, and the ghost.
+    assert_eq!(
+        r.stats.nr_cancel_dispatches,
+        r.stats.nr_user_dispatches + 1,
+        "{r}"
+    );
+    assert_eq!(
+        r.stats.nr_dispatch_records,
+        2 * r.stats.nr_user_dispatches + 1
+    );
+}
+
+#[test]
+fn invalid_pids_and_cpus_are_errors_like_on_the_kernel() {
+    let s = scenario(2, 10, vec![ticker("tick", 50, 1000)]);
+    let bad_cpu = simulate(
+        &s,
+        &mut Decide(|t: &QueuedTask| {
+            Some(Dispatch {
+                cpu: 7,
+                ..Dispatch::new(t)
+            })
+        }),
+    );
+    assert!(matches!(
+        bad_cpu,
+        Err(SimError::Policy(Error::InvalidCpu { cpu: 7, .. }))
+    ));
+    let bad_pid = simulate(
+        &s,
+        &mut Decide(|t: &QueuedTask| {
+            Some(Dispatch {
+                pid: 0,
+                ..Dispatch::new(t)
+            })
+        }),
+    );
+    assert!(matches!(
+        bad_pid,
+        Err(SimError::Policy(Error::InvalidPid(0)))
+    ));
+}
+
+#[test]
+fn slices_default_at_zero_and_are_clamped_to_one_second() {
+    // One CPU, two hogs taking turns: each waits one slice of the other.
+    let s = |ms| scenario(1, ms, vec![hog("hog").count(2)]);
+    let with_slice = |slice_ns: u64| {
+        Decide(move |t: &QueuedTask| {
+            Some(Dispatch {
+                cpu: RL_CPU_ANY,
+                slice_ns,
+                ..Dispatch::new(t)
+            })
+        })
+    };
+    let r = simulate(&s(200), &mut with_slice(0)).unwrap();
+    assert!(
+        (4_900 * US..=5_100 * US).contains(&r.group("hog").wait.max_ns),
+        "{r}"
+    );
+    let r = simulate(&s(200), &mut with_slice(2 * MS)).unwrap();
+    assert!(
+        (1_900 * US..=2_100 * US).contains(&r.group("hog").wait.max_ns),
+        "{r}"
+    );
+    // 5 s asked for: 1 s given.
+    let r = simulate(&s(4000), &mut with_slice(5_000 * MS)).unwrap();
+    assert!(
+        (990 * MS..=1_010 * MS).contains(&r.group("hog").wait.max_ns),
+        "{r}"
+    );
+    // The scenario's default slice (builder slice_us) applies to 0.
+    let mut s2 = s(200);
+    s2.sched.slice_us = 3000;
+    let r = simulate(&s2, &mut with_slice(0)).unwrap();
+    assert!(
+        (2_900 * US..=3_100 * US).contains(&r.group("hog").wait.max_ns),
+        "{r}"
+    );
+}
+
+/// Takes every task and decides nothing.
+struct Silent;
+
+impl Policy for Silent {
+    fn schedule<B: Backend>(&mut self, bpf: &mut B) -> Result<(), Error> {
+        while bpf.dequeue_task()?.is_some() {}
+        bpf.update_tasks(Some(0), Some(0))
+    }
+}
+
+#[test]
+fn stall_guard_runs_waiting_tasks_when_user_space_stops_deciding() {
+    let s = scenario(2, 1000, vec![hog("hog").count(3), ticker("tick", 50, 1000)]);
+    let r = simulate(&s, &mut Silent).unwrap();
+    assert_eq!(r.stats.nr_stalls, 1, "{r}");
+    assert_eq!(r.stats.fallback, 1, "{r}");
+    assert!(r.stats.nr_fallback_dispatches > 100, "{r}");
+    // stall_timeout (100 ms) plus one 20 ms check, and the tasks ran after that.
+    for t in &r.tasks {
+        assert!(t.max_starvation_ns < 130 * MS, "{}: {r}", t.name);
+        assert!(t.runtime_ns > 0, "{}: {r}", t.name);
+    }
+}
+
+#[test]
+fn stall_guard_steps_in_while_the_scheduler_is_stopped_and_steps_out_after() {
+    // The real FIFO policy, SIGSTOPped from 100 ms to 400 ms.
+    let mut s = scenario(2, 600, vec![hog("hog").count(3), ticker("tick", 50, 1000)]);
+    s.sched.stopped_ms = vec![[100, 400]];
+    let r = simulate(&s, &mut scx_fifo::Fifo::new()).unwrap();
+    assert_eq!(r.stats.nr_stalls, 1, "{r}");
+    assert!(r.stats.nr_fallback_dispatches > 0, "{r}");
+    assert_eq!(r.stats.fallback, 0, "user space decides again: {r}");
+    assert!(r.group("tick").max_starvation_ns < 130 * MS, "{r}");
+    assert!(r.scheduler.wait.max_ns >= 290 * MS, "{r}");
+}
+
+#[test]
+fn the_scheduler_s_wake_up_displaces_a_task_which_resumes_first() {
+    let s = scenario(1, 200, vec![hog("hog"), ticker("tick", 50, 1000)]);
+    let r = simulate(&s, &mut SeedFifo).unwrap();
+    assert!(r.stats.nr_displaced_dispatches > 20, "{r}");
+    // The displaced hog resumes right after the scheduler, before the ticker it was
+    // preempted for: the ticker waits for the rest of the hog's slice.
+    assert!(r.group("tick").wake_wait.p50_ns > MS, "{r}");
+    assert!(r.group("hog").wait.p50_ns < 10 * US, "{r}");
+}
+
+#[test]
+fn per_cpu_kthreads_are_dispatched_by_bpf_unless_full_user() {
+    let kt = ticker("kworker", 20, 1000).cpus(&[1]).kthread();
+    let mut s = scenario(2, 100, vec![hog("hog"), kt]);
+    let r = simulate(&s, &mut SeedFifo).unwrap();
+    // (Inserted without preemption: it waits for the slice of the task on its CPU.)
+    assert!(r.stats.nr_kernel_dispatches >= 15, "{r}");
+    s.sched.full_user = true;
+    let mut spy = Spy::new(SeedFifo);
+    let r = simulate(&s, &mut spy).unwrap();
+    assert_eq!(r.stats.nr_kernel_dispatches, 0);
+    assert!(spy.seen.borrow().queued.iter().any(|t| t.is_kthread()));
+}
+
+#[test]
+fn tasks_fork_exit_change_nice_and_affinity() {
+    let parent = TaskSpec::new(
+        "parent",
+        vec![
+            Op::RunUs(100),
+            Op::Spawn("child".into()),
+            Op::Nice(5),
+            Op::Affinity(vec![1]),
+            Op::RunUs(100),
+            Op::SleepUs(1000),
+        ],
+    )
+    .repeat();
+    let child = TaskSpec::new("child", vec![Op::RunUs(200), Op::Exit]).spawn_only();
+    let s = scenario(2, 20, vec![parent, child]);
+    let mut spy = Spy::new(SeedFifo);
+    let r = simulate(&s, &mut spy).unwrap();
+    let children: Vec<_> = r.tasks.iter().filter(|t| t.group == "child").collect();
+    assert!(children.len() >= 10, "{r}");
+    assert!(children.iter().filter(|c| c.exited).count() >= 9, "{r}");
+    assert!(r.stats.nr_exit_events >= 9, "{r}");
+    let seen = spy.seen.borrow();
+    assert!(seen.queued.iter().any(|t| t.is_exiting()));
+    let parent_recs: Vec<_> = seen
+        .queued
+        .iter()
+        .filter(|t| t.comm_str() == "parent")
+        .collect();
+    // Nice 5 is weight 33 in sched_ext's scale; the affinity change bumped cpumask_cnt.
+    assert!(parent_recs
+        .iter()
+        .any(|t| t.weight == 33 && t.cpumask_cnt >= 1));
+    assert!(parent_recs.iter().any(|t| t.nr_cpus_allowed == 1));
+    assert_eq!(r.stats.nr_bounce_dispatches, 0, "{r}");
+}
+
+#[test]
+fn wait_and_wake_pair_tasks_like_a_pipe() {
+    let ping = TaskSpec::new(
+        "ping",
+        vec![Op::RunUs(10), Op::Wake("pong".into()), Op::Wait],
+    )
+    .repeat();
+    let pong = TaskSpec::new(
+        "pong",
+        vec![Op::Wait, Op::RunUs(10), Op::Wake("ping".into())],
+    )
+    .repeat();
+    let s = scenario(2, 50, vec![ping, pong]);
+    let r = simulate(&s, &mut SeedFifo).unwrap();
+    let (a, b) = (r.task("ping").bursts, r.task("pong").bursts);
+    assert!(a > 100 && a.abs_diff(b) <= 1, "{r}");
+}
+
+#[test]
+fn same_seed_same_result_other_seed_other_result() {
+    let s = Scenario::from_json(include_str!("../scenarios/mixed-100.json")).unwrap();
+    let short = Scenario {
+        duration_ms: 200,
+        ..s
+    };
+    let a = simulate(&short, &mut scx_fifo::Fifo::new()).unwrap();
+    let b = simulate(&short, &mut scx_fifo::Fifo::new()).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.to_json(), b.to_json());
+    let c = simulate(
+        &Scenario {
+            seed: 7,
+            ..short.clone()
+        },
+        &mut scx_fifo::Fifo::new(),
+    )
+    .unwrap();
+    assert_ne!(a.group("worker"), c.group("worker"));
+}
+
+#[test]
+fn scenarios_round_trip_through_json_and_bad_ones_are_refused() {
+    let s = Scenario::from_json(include_str!("../scenarios/mixed-100.json")).unwrap();
+    assert_eq!(Scenario::from_json(&s.to_json()).unwrap(), s);
+    let bad = r#"{"cpus": 2, "tasks": [{"name": "a", "program": [{"wake": "nobody"}]}]}"#;
+    assert!(matches!(
+        Scenario::from_json(bad),
+        Err(SimError::Scenario(_))
+    ));
+    let bad =
+        r#"{"cpus": 2, "tasks": [{"name": "a", "repeat": true, "program": [{"wake": "a"}]}]}"#;
+    assert!(matches!(
+        Scenario::from_json(bad),
+        Err(SimError::Scenario(_))
+    ));
+    let bad = r#"{"cpus": 2, "tasks": [{"name": "a", "cpus": [5], "program": []}]}"#;
+    assert!(matches!(
+        Scenario::from_json(bad),
+        Err(SimError::Scenario(_))
+    ));
+    assert!(matches!(Scenario::from_json("{"), Err(SimError::Json(_))));
+}
+
+#[test]
+fn a_full_queued_ring_makes_bpf_run_the_task_itself() {
+    // The scheduler stops at once and 1000 tasks wake every millisecond: the ring (about
+    // 35k records) fills up; the stall guard also steps in.
+    let mut s = scenario(4, 150, vec![ticker("tick", 1, 1000).count(1000)]);
+    s.sched.stopped_ms = vec![[0, 150]];
+    let r = simulate(&s, &mut SeedFifo).unwrap();
+    assert!(r.stats.nr_sched_congested > 0, "{r}");
+    assert!(r.stats.nr_stalls >= 1, "{r}");
+    assert!(r.group("tick").bursts > 40_000, "{r}");
+}
