@@ -32,7 +32,7 @@ const OUTSIDE_OPS: &str = "outside_fifo";
 /// The crate that provides `cargo scx-vm`.
 const VM_CRATE: &str = "scx-userland-vm";
 /// What the `--workload` of `cargo scx-vm run` prints when the scheduler is attached.
-const RUN_MARKER: &str = "outside-check: state=enabled ops=outside_fifo";
+const RUN_MARKER: &str = "outside-check: state=enabled ops=outside_fifo_0.1.0_";
 /// Set as `CLANG` for the outside builds: a clang that does not exist.
 const NO_CLANG: &str = "/nonexistent/clang-for-the-outside-check";
 
@@ -82,8 +82,39 @@ pub fn run(args: PackageArgs) -> Result<()> {
     }
     let names: Vec<&str> = crates.iter().map(|c| c.name.as_str()).collect();
 
+    // Registry crates are never rebuilt once built, and the packages verify against each
+    // other through a temporary local registry under the same version on every run: start
+    // with no package and no built artifact of ours, in a target dir of its own (where the
+    // rest of the dependency tree stays built).
+    let verify_dir = target_dir.join("package-verify");
+    let package_dir = verify_dir.join("package");
+    if package_dir.exists() {
+        fs::remove_dir_all(&package_dir)
+            .with_context(|| format!("removing the stale {}", package_dir.display()))?;
+    }
+    for sub in [".fingerprint", "deps", "build"] {
+        let dir = verify_dir.join("debug").join(sub);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().replace('_', "-");
+            if name.starts_with("scx-userland") || name.starts_with("libscx-userland") {
+                let path = entry.path();
+                let res = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                res.with_context(|| format!("removing the stale {}", path.display()))?;
+            }
+        }
+    }
+
     let mut cmd = cargo();
-    cmd.current_dir(&root).args(["package", "--allow-dirty"]);
+    cmd.current_dir(&root)
+        .env("CARGO_TARGET_DIR", &verify_dir)
+        .args(["package", "--allow-dirty"]);
     if args.offline {
         cmd.arg("--offline");
     }
@@ -95,9 +126,7 @@ pub fn run(args: PackageArgs) -> Result<()> {
         &mut cmd,
     )?;
     for c in &crates {
-        let file = target_dir
-            .join("package")
-            .join(format!("{}.crate", c.file_stem()));
+        let file = package_dir.join(format!("{}.crate", c.file_stem()));
         let bytes = fs::metadata(&file)
             .with_context(|| format!("{} was not written", file.display()))?
             .len();
@@ -203,10 +232,13 @@ fn outside_check_in(
     fs::create_dir_all(&unpacked)?;
     for c in crates {
         let file = target_dir
+            .join("package-verify")
             .join("package")
             .join(format!("{}.crate", c.file_stem()));
+        // `-m`: the files get the time of unpacking, so builds of an earlier check in the
+        // reused target dir are never taken for current.
         let status = Command::new("tar")
-            .arg("-xzf")
+            .arg("-xmzf")
             .arg(&file)
             .arg("-C")
             .arg(&unpacked)

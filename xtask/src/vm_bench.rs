@@ -899,7 +899,9 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
         .join("scx-userland")
         .join("examples");
     let (programs, schedulers) = resolve_schedulers(&list, explicit, GUEST_PROGRAMS, |name| {
+        // An example is `examples/NAME.rs` or `examples/NAME/main.rs`.
         examples.join(format!("{name}.rs")).is_file()
+            || examples.join(name).join("main.rs").is_file()
     })?;
     let workloads = validate(&args, &schedulers)?;
 

@@ -11,7 +11,7 @@ description = "A FIFO sched_ext scheduler built on the packaged scx-userland cra
 
 [dependencies]
 scx-userland = "{{VERSION}}"
-ctrlc = "3.4"
+anyhow = "1"
 
 [dev-dependencies]
 libc = "0.2"
@@ -23,41 +23,33 @@ libc = "0.2"
 [workspace]
 "#;
 
-pub const MAIN_RS: &str = r#"//! {{NAME}}: a FIFO sched_ext scheduler, every task on the CPU the kernel picked for it.
-//! Run it as root on a sched_ext kernel; Ctrl-C (SIGINT) stops it.
+pub const MAIN_RS: &str = r#"//! {{NAME}}: the FIFO scheduler of the README's "Your own scheduler", on the packaged crates.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use scx_userland::{Backend, BpfScheduler, Dispatch, Error, Policy, Runner, RL_CPU_ANY};
 
-use scx_userland::{BpfScheduler, DispatchedTask, Topology};
+struct Fifo;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))?;
-
-    let topo = Topology::new()?;
-    let mut bpf = BpfScheduler::builder()
-        .slice_us(5000)
-        .nr_cpus(topo.nr_cpus() as i64)
-        .name("{{OPS}}")
-        .build()?;
-    println!("{{NAME}}: attached");
-    while !stop.load(Ordering::Relaxed) && !bpf.exited() {
-        while let Some(task) = bpf.dequeue_task()? {
-            // A negative cpu announces an exiting task: nothing to dispatch.
-            if task.cpu >= 0 {
-                bpf.dispatch_task(&DispatchedTask::new(&task))?;
+impl Policy for Fifo {
+    fn schedule<B: Backend>(&mut self, sched: &mut B) -> Result<(), Error> {
+        while let Some(task) = sched.dequeue_task()? {
+            if task.is_exiting() {
+                continue;
             }
+            let mut d = Dispatch::new(&task);
+            if !task.idle_cpu() {
+                d.cpu = RL_CPU_ANY; // the first CPU that frees up
+            }
+            sched.dispatch_task(&d)?;
         }
-        // Nothing left in user space: sleeps until a task arrives.
-        bpf.update_tasks(Some(0), Some(0))?;
+        sched.update_tasks(Some(0), Some(0)) // sleeps until more tasks come
     }
-    let report = bpf.shutdown_and_report()?;
+}
+
+fn main() -> anyhow::Result<()> {
+    let builder = BpfScheduler::builder().name("{{OPS}}").version(env!("CARGO_PKG_VERSION"));
+    let report = Runner::new(builder).run(&mut Fifo)?;
     println!("{{NAME}}: exit: {report}");
-    if report.kind.is_error() {
-        return Err(format!("ejected by the kernel: {report}").into());
-    }
+    anyhow::ensure!(!report.kind.is_error(), "ejected: {report}");
     Ok(())
 }
 "#;
@@ -138,7 +130,11 @@ fn attaches_then_sigint_detaches() {
     // SAFETY: kill(2) on the pid of a child not yet waited for.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0, "SIGINT");
     let (status, out) = finish(child, Duration::from_secs(20));
-    assert_eq!(ops.trim(), "{{OPS}}", "the kernel's ops name");
+    // The name, then the version suffix: `{{OPS}}_0.1.0_x86_64_linux`.
+    assert!(
+        ops.trim().starts_with("{{OPS}}_0.1.0_"),
+        "the kernel's ops name: {ops:?}"
+    );
     let status = status.unwrap_or_else(|| panic!("{{NAME}} did not exit after SIGINT:\n{out}"));
     assert!(status.success(), "{{NAME}} exited with {status}:\n{out}");
     assert!(out.contains("{{NAME}}: exit:"), "no exit report:\n{out}");
