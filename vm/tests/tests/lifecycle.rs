@@ -274,3 +274,68 @@ fn queued_tasks_tell_where_they_ran_and_how_long_they_ran_before_sleeping() {
         "a task that runs ~3 ms between sleeps should show bursts > 0.5 ms: {bursts:?}"
     );
 }
+
+/// Once the kernel has ended the scheduler, every scheduling call says so through `Ok`
+/// values and `exited()`, never an error: a loop written with `?` reaches its exit report
+/// (and its restart) whenever the exit lands.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn a_kernel_exit_is_reported_through_ok_values_not_errors() {
+    require_guest();
+    const CPU1: &str = "/sys/devices/system/cpu/cpu1/online";
+    let mut bpf = BpfScheduler::builder()
+        .name("exit_semantics_test")
+        .build()
+        .expect("attach");
+    fifo_for(&mut bpf, Duration::from_millis(300), |_| {});
+    // CPU hotplug makes the kernel unregister the scheduler (and ask for a restart).
+    std::fs::write(CPU1, "0").expect("taking cpu1 offline");
+    let t0 = Instant::now();
+    while !bpf.exited() && t0.elapsed() < Duration::from_secs(10) {
+        // Keep scheduling with `?`-style calls until the exit lands.
+        while let Some(t) = bpf.dequeue_task().expect("dequeue before the exit") {
+            if !t.is_exiting() {
+                let mut d = DispatchedTask::new(&t);
+                d.cpu = RL_CPU_ANY;
+                bpf.dispatch_task(&d).expect("dispatch before the exit");
+            }
+        }
+        bpf.update_tasks(Some(0), Some(0))
+            .expect("update_tasks before the exit");
+    }
+    std::fs::write(CPU1, "1").expect("putting cpu1 back online");
+    assert!(bpf.exited(), "the hotplug did not end the scheduler");
+    // Drain what is left, then every call is Ok.
+    let mut left = 0;
+    while let Some(_t) = bpf.dequeue_task().expect("dequeue after the exit is Ok") {
+        left += 1;
+    }
+    assert_eq!(bpf.dequeue_task().expect("dequeue after the exit"), None);
+    let mut batch = Vec::new();
+    assert_eq!(
+        bpf.dequeue_tasks(&mut batch, 64)
+            .expect("dequeue_tasks after the exit"),
+        0
+    );
+    bpf.update_tasks(Some(0), Some(0))
+        .expect("update_tasks after the exit");
+    bpf.notify_complete(0)
+        .expect("notify_complete after the exit");
+    assert!(!bpf
+        .wait_for_tasks(Duration::from_millis(50))
+        .expect("wait_for_tasks after the exit"));
+    let d = DispatchedTask {
+        pid: 1,
+        cpu: RL_CPU_ANY,
+        cpumask_cnt: 0,
+        slice_ns: 0,
+    };
+    bpf.dispatch_task(&d)
+        .expect("dispatch after the exit is dropped, not an error");
+    let report = bpf.shutdown_and_report().expect("report");
+    println!("exit semantics: {left} records drained after the exit; {report}");
+    assert!(
+        report.should_restart(),
+        "a hotplug asks for a restart: {report}"
+    );
+}
