@@ -32,7 +32,6 @@ pub mod qemu;
 pub mod session;
 pub mod suite;
 pub mod tools;
-#[allow(dead_code)] // A copy of the part of the workspace's vmlinux reader the kernel check uses.
-mod vmlinux;
+pub mod vmlinux;
 
 pub use error::{Error, Result};

@@ -1,6 +1,5 @@
-//! Read a bzImage: its release string, and whether its BTF knows `sched_ext_ops` (for
-//! `--kernel PATH` without a config). A copy of the relevant part of the workspace's
-//! `xtask/src/vmlinux.rs`.
+//! Read a bzImage: its release string, the ELF vmlinux inside it, and whether its BTF knows
+//! `sched_ext_ops` (for `--kernel PATH` without a config).
 //!
 //! An x86 bzImage is a real-mode setup area followed by a compressed payload that the
 //! decompressor unpacks into the ELF vmlinux. The boot protocol header tells where the

@@ -9,9 +9,6 @@ mod vm_bench;
 mod vm_run;
 mod vm_test;
 
-// The bzImage release and BTF checks moved into scx-userland-vm (for `--kernel PATH`); this
-// module keeps them for `vmlinux-h` and its own tests.
-#[allow(dead_code)]
 mod vmlinux;
 
 use std::path::PathBuf;
