@@ -44,6 +44,6 @@ pub use scheduler::{
 };
 pub use task::{
     Dispatch, DispatchedTask, QueuedTask, DISPATCH_BATCH_MAX, DISPATCH_RECORD_LEN, RL_CPU_ANY,
-    SLICE_DEFAULT_NS, SLICE_MAX_NS,
+    RL_QF_IDLE_CPU, RL_QF_KTHREAD, RL_QF_WAKEUP, SLICE_DEFAULT_NS, SLICE_MAX_NS,
 };
 pub use topology::{parse_cpu_list, CpuInfo, Topology, MAX_CPU_ID};

@@ -13,6 +13,14 @@ pub const DISPATCH_RECORD_LEN: usize = size_of::<sys::dispatched_task_ctx>();
 /// Most [`Dispatch`] records one `dispatched` ring sample carries ([`Dispatch::write_packed`]).
 pub const DISPATCH_BATCH_MAX: usize = sys::RL_DISPATCH_BATCH_MAX as usize;
 
+/// [`QueuedTask::rl_flags`] bit: `cpu` was idle at enqueue time and is held for the task
+/// ([`QueuedTask::idle_cpu`]).
+pub const RL_QF_IDLE_CPU: u32 = sys::RL_QF_IDLE_CPU;
+/// [`QueuedTask::rl_flags`] bit: the task is a kernel thread ([`QueuedTask::is_kthread`]).
+pub const RL_QF_KTHREAD: u32 = sys::RL_QF_KTHREAD;
+/// [`QueuedTask::rl_flags`] bit: the task just woke up ([`QueuedTask::is_wakeup`]).
+pub const RL_QF_WAKEUP: u32 = sys::RL_QF_WAKEUP;
+
 /// `DispatchedTask::cpu` / `Dispatch::cpu` value: run on any CPU the task may use.
 pub const RL_CPU_ANY: i32 = sys::RL_CPU_ANY;
 
@@ -66,7 +74,7 @@ pub struct QueuedTask {
     pub enq_ts: u64,
     /// The task's virtual time in the kernel's ordering.
     pub vtime: u64,
-    /// `RL_QF_*` flags (see the accessors).
+    /// [`RL_QF_IDLE_CPU`], [`RL_QF_KTHREAD`], [`RL_QF_WAKEUP`] bits (see the accessors).
     pub rl_flags: u32,
     /// The task's command name, NUL-padded.
     pub comm: [u8; 16],
@@ -113,17 +121,17 @@ impl QueuedTask {
 
     /// True when `cpu` was idle at enqueue time and is held for this task.
     pub fn idle_cpu(&self) -> bool {
-        self.rl_flags & sys::RL_QF_IDLE_CPU != 0
+        self.rl_flags & RL_QF_IDLE_CPU != 0
     }
 
     /// True when the task just woke up (rather than being preempted or re-queued).
     pub fn is_wakeup(&self) -> bool {
-        self.rl_flags & sys::RL_QF_WAKEUP != 0
+        self.rl_flags & RL_QF_WAKEUP != 0
     }
 
     /// True for kernel threads.
     pub fn is_kthread(&self) -> bool {
-        self.rl_flags & sys::RL_QF_KTHREAD != 0
+        self.rl_flags & RL_QF_KTHREAD != 0
     }
 
     /// The command name as text.

@@ -14,7 +14,8 @@ use scx_userland::{Backend, Dispatch, Error, ExitReport, Policy, QueuedTask, RL_
 const SLICE_NS: u64 = 5_000_000;
 /// Shorter slice for the tasks that run ahead of others, so a wrong guess costs little.
 const SHORT_SLICE_NS: u64 = 1_000_000;
-/// A task that ran less than this since it woke up counts as latency-sensitive.
+/// A task whose last burst (CPU time from a wake-up to going to sleep, `last_burst_ns`) was
+/// shorter than this counts as latency-sensitive when it wakes up again.
 const INTERACTIVE_NS: u64 = 500_000;
 /// How much credit a task may bank while sleeping (it cannot come back unboundedly ahead).
 const MAX_SLEEP_CREDIT_NS: u64 = 2 * SLICE_NS;
@@ -77,7 +78,7 @@ impl Policy for Vruntime {
                 continue;
             }
             let vruntime = self.charge(&task);
-            let interactive = task.is_wakeup() && task.exec_runtime < INTERACTIVE_NS;
+            let interactive = task.is_wakeup() && task.last_burst_ns < INTERACTIVE_NS;
             let mut d = Dispatch::new(&task);
             if interactive {
                 // Run soon: the FIFO queue, which CPUs serve before the vruntime-ordered
