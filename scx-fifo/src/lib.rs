@@ -48,9 +48,8 @@ impl Policy for Fifo {
             } else if !task.idle_cpu() {
                 // Used up its slice: the second queue, in turn (a vtime queue ordered by a
                 // counter is FIFO too). It waits behind woken tasks, but never long.
-                decision.cpu = RL_CPU_ANY;
                 self.turn += 1;
-                decision.vtime = self.turn;
+                decision = Dispatch::by_vtime(&task, self.turn);
             }
             bpf.dispatch_task(&decision)?;
         }

@@ -4,12 +4,29 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
 fn scx_fifo(args: &[&str], as_nobody: bool) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scx-fifo"));
-    cmd.args(args).env_remove("RUST_BACKTRACE");
-    if as_nobody && is_root() {
-        cmd.uid(65534).gid(65534);
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_scx-fifo"));
+    if !(as_nobody && is_root()) {
+        return run(Command::new(&exe).args(args));
     }
-    cmd.output().expect("run scx-fifo")
+    // `nobody` may not be able to reach the build directory (a checkout in a 0700 folder):
+    // run a copy from a folder anyone can enter.
+    let dir = std::env::temp_dir().join(format!("scx-fifo-host-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a folder for the copy");
+    let copy = dir.join("scx-fifo");
+    std::fs::copy(&exe, &copy).expect("copy scx-fifo");
+    for (path, mode) in [(&dir, 0o755), (&copy, 0o755)] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("make the copy reachable");
+    }
+    let out = run(Command::new(&copy).args(args).uid(65534).gid(65534));
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run scx-fifo")
 }
 
 fn is_root() -> bool {

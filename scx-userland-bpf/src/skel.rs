@@ -53,6 +53,8 @@ mod imp {
             .prog("rl_running")
             .prog("rl_stopping")
             .prog("rl_cpu_release")
+            .prog("rl_cpu_acquire")
+            .prog("rl_disable")
             .prog("rl_set_cpumask")
             .prog("rl_init_task")
             .prog("rl_exit_task")
@@ -265,6 +267,8 @@ mod imp {
         pub rl_running: libbpf_rs::OpenProgramMut<'obj>,
         pub rl_stopping: libbpf_rs::OpenProgramMut<'obj>,
         pub rl_cpu_release: libbpf_rs::OpenProgramMut<'obj>,
+        pub rl_cpu_acquire: libbpf_rs::OpenProgramMut<'obj>,
+        pub rl_disable: libbpf_rs::OpenProgramMut<'obj>,
         pub rl_set_cpumask: libbpf_rs::OpenProgramMut<'obj>,
         pub rl_init_task: libbpf_rs::OpenProgramMut<'obj>,
         pub rl_exit_task: libbpf_rs::OpenProgramMut<'obj>,
@@ -283,6 +287,8 @@ mod imp {
             let mut rl_running = None;
             let mut rl_stopping = None;
             let mut rl_cpu_release = None;
+            let mut rl_cpu_acquire = None;
+            let mut rl_disable = None;
             let mut rl_set_cpumask = None;
             let mut rl_init_task = None;
             let mut rl_exit_task = None;
@@ -309,6 +315,8 @@ mod imp {
                     "rl_running" => rl_running = Some(prog),
                     "rl_stopping" => rl_stopping = Some(prog),
                     "rl_cpu_release" => rl_cpu_release = Some(prog),
+                    "rl_cpu_acquire" => rl_cpu_acquire = Some(prog),
+                    "rl_disable" => rl_disable = Some(prog),
                     "rl_set_cpumask" => rl_set_cpumask = Some(prog),
                     "rl_init_task" => rl_init_task = Some(prog),
                     "rl_exit_task" => rl_exit_task = Some(prog),
@@ -327,6 +335,8 @@ mod imp {
                 rl_running: rl_running.expect("prog `rl_running` not present"),
                 rl_stopping: rl_stopping.expect("prog `rl_stopping` not present"),
                 rl_cpu_release: rl_cpu_release.expect("prog `rl_cpu_release` not present"),
+                rl_cpu_acquire: rl_cpu_acquire.expect("prog `rl_cpu_acquire` not present"),
+                rl_disable: rl_disable.expect("prog `rl_disable` not present"),
                 rl_set_cpumask: rl_set_cpumask.expect("prog `rl_set_cpumask` not present"),
                 rl_init_task: rl_init_task.expect("prog `rl_init_task` not present"),
                 rl_exit_task: rl_exit_task.expect("prog `rl_exit_task` not present"),
@@ -346,6 +356,8 @@ mod imp {
         pub rl_running: libbpf_rs::ProgramMut<'obj>,
         pub rl_stopping: libbpf_rs::ProgramMut<'obj>,
         pub rl_cpu_release: libbpf_rs::ProgramMut<'obj>,
+        pub rl_cpu_acquire: libbpf_rs::ProgramMut<'obj>,
+        pub rl_disable: libbpf_rs::ProgramMut<'obj>,
         pub rl_set_cpumask: libbpf_rs::ProgramMut<'obj>,
         pub rl_init_task: libbpf_rs::ProgramMut<'obj>,
         pub rl_exit_task: libbpf_rs::ProgramMut<'obj>,
@@ -396,6 +408,16 @@ mod imp {
                 rl_cpu_release: unsafe {
                     libbpf_rs::ProgramMut::new_mut(
                         open_progs.rl_cpu_release.as_libbpf_object().as_mut(),
+                    )
+                },
+                rl_cpu_acquire: unsafe {
+                    libbpf_rs::ProgramMut::new_mut(
+                        open_progs.rl_cpu_acquire.as_libbpf_object().as_mut(),
+                    )
+                },
+                rl_disable: unsafe {
+                    libbpf_rs::ProgramMut::new_mut(
+                        open_progs.rl_disable.as_libbpf_object().as_mut(),
                     )
                 },
                 rl_set_cpumask: unsafe {
@@ -4376,6 +4398,7 @@ mod imp {
             pub nr_direct_dispatches: u64,
             pub nr_displaced_dispatches: u64,
             pub nr_reenqueued: u64,
+            pub nr_vtime_dispatches: u64,
             pub nr_mm_kthread_dispatches: u64,
             pub nr_untracked_dispatches: u64,
             pub nr_pending_lost: u64,
@@ -4386,8 +4409,11 @@ mod imp {
             pub cpu_to_pid: [u32; 1024],
             pub cpu_run_start: [u64; 1024],
             pub displaced: [i32; 1024],
+            pub cpu_taken: [u8; 1024],
             pub vtime_served_ts: u64,
             pub fifo_empty_ts: u64,
+            pub resume_ts: [u64; 1024],
+            pub dispatched_now: [u64; 1024],
             pub exit_info: rl_exit_info,
         }
         #[derive(Debug, Copy, Clone)]
@@ -4492,6 +4518,8 @@ mod imp {
         pub rl_running: Option<libbpf_rs::Link>,
         pub rl_stopping: Option<libbpf_rs::Link>,
         pub rl_cpu_release: Option<libbpf_rs::Link>,
+        pub rl_cpu_acquire: Option<libbpf_rs::Link>,
+        pub rl_disable: Option<libbpf_rs::Link>,
         pub rl_set_cpumask: Option<libbpf_rs::Link>,
         pub rl_init_task: Option<libbpf_rs::Link>,
         pub rl_exit_task: Option<libbpf_rs::Link>,
@@ -4542,15 +4570,19 @@ mod imp {
                     .map(|ptr| unsafe { libbpf_rs::Link::from_ptr(ptr) }),
                 rl_cpu_release: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(7)?)
                     .map(|ptr| unsafe { libbpf_rs::Link::from_ptr(ptr) }),
-                rl_set_cpumask: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(8)?)
+                rl_cpu_acquire: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(8)?)
                     .map(|ptr| unsafe { libbpf_rs::Link::from_ptr(ptr) }),
-                rl_init_task: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(9)?)
+                rl_disable: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(9)?)
                     .map(|ptr| unsafe { libbpf_rs::Link::from_ptr(ptr) }),
-                rl_exit_task: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(10)?)
+                rl_set_cpumask: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(10)?)
                     .map(|ptr| unsafe { libbpf_rs::Link::from_ptr(ptr) }),
-                rl_init: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(11)?)
+                rl_init_task: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(11)?)
                     .map(|ptr| unsafe { libbpf_rs::Link::from_ptr(ptr) }),
-                rl_exit: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(12)?)
+                rl_exit_task: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(12)?)
+                    .map(|ptr| unsafe { libbpf_rs::Link::from_ptr(ptr) }),
+                rl_init: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(13)?)
+                    .map(|ptr| unsafe { libbpf_rs::Link::from_ptr(ptr) }),
+                rl_exit: core::ptr::NonNull::new(self.skel_config.prog_link_ptr(14)?)
                     .map(|ptr| unsafe { libbpf_rs::Link::from_ptr(ptr) }),
             };
 

@@ -1,6 +1,6 @@
 //! How fast the simulator is: a 10-second virtual scenario with 100 tasks on 8 CPUs
-//! (`scenarios/mixed-100.json`) under scx-fifo's policy and the seed FIFO. Prints host time
-//! per run; no assertion (`cargo bench -p scx-userland-sim --bench speed`).
+//! (`scenarios/mixed-100.json`) under scx-fifo's policy and the classic FIFO (`SeedFifo`).
+//! Prints host time per run; no assertion (`cargo bench -p scx-userland-sim --bench speed`).
 
 use std::time::Instant;
 

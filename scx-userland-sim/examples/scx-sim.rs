@@ -2,11 +2,11 @@
 //!
 //! ```sh
 //! cargo run --release -p scx-userland-sim --example scx-sim -- \
-//!     scx-userland-sim/scenarios/mixed-100.json --policy fifo [--direct-idle] [--json]
+//!     scx-userland-sim/scenarios/mixed-100.json --policy fifo [--direct-idle] [--json] [--out FILE]
 //! ```
 //!
-//! Policies: `fifo` (scx-fifo's), `vruntime` (the vruntime example's), `seed` (the seed
-//! README's FIFO). The same policy code runs on the kernel.
+//! Policies: `fifo` (scx-fifo's), `vruntime` (the vruntime example's), `seed` (the classic
+//! `scx_rustland_core` README's FIFO). The same policy code runs on the kernel.
 
 #[path = "../../scx-userland/examples/vruntime/policy.rs"]
 mod vruntime;
@@ -45,6 +45,9 @@ struct Args {
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write the result as JSON to FILE (the policy's own output stays on stdout).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 fn run(args: &Args) -> Result<SimResult, SimError> {
@@ -71,6 +74,12 @@ fn main() -> ExitCode {
     let t0 = Instant::now();
     match run(&args) {
         Ok(result) => {
+            if let Some(out) = &args.out {
+                if let Err(e) = std::fs::write(out, result.to_json()) {
+                    eprintln!("scx-sim: cannot write {}: {e}", out.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             if args.json {
                 println!("{}", result.to_json());
             } else {

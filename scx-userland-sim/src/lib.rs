@@ -56,7 +56,7 @@ pub fn load_scenario(path: &std::path::Path) -> Result<Scenario, SimError> {
     Scenario::from_json(&text)
 }
 
-/// The seed README's policy as a [`Policy`]: every task to the CPU the kernel picked for it
+/// The classic `scx_rustland_core` README's policy as a [`Policy`]: every task to the CPU the kernel picked for it
 /// (`task.cpu`), default slice. A baseline to compare policies against.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SeedFifo;

@@ -124,8 +124,20 @@ pub struct TaskSpec {
     /// Only created by a `spawn` op of another task, never at start.
     pub spawn_only: bool,
     /// A kernel thread (with a single allowed CPU, BPF dispatches it itself unless
-    /// `full_user`).
+    /// `full_user`; so it does with the memory-management threads, named `kswapd…`,
+    /// `kcompactd…` or `khugepaged…`, on any CPUs).
     pub kthread: bool,
+    /// A thread of the scheduler process (same tgid): its records reach the policy like any
+    /// other task's.
+    pub sched_thread: bool,
+    /// A thread of the scheduler process registered with `BpfScheduler::privilege_thread`
+    /// (implies `sched_thread`): BPF runs it like the scheduling thread, on its CPU at once,
+    /// ahead of others when user space has work, never through the policy.
+    pub privileged: bool,
+    /// A task of a higher sched class (SCHED_FIFO): sched_ext never sees it, and it takes
+    /// its CPU from sched_ext at once (`ops.cpu_release`: the tasks waiting in that CPU's
+    /// local queue go through `ops.enqueue` again).
+    pub rt: bool,
     /// What the task does.
     pub program: Vec<Op>,
 }
@@ -142,6 +154,9 @@ impl Default for TaskSpec {
             repeat: false,
             spawn_only: false,
             kthread: false,
+            sched_thread: false,
+            privileged: false,
+            rt: false,
             program: Vec::new(),
         }
     }
@@ -195,6 +210,30 @@ impl TaskSpec {
     pub fn kthread(mut self) -> Self {
         self.kthread = true;
         self
+    }
+    /// A thread of the scheduler process.
+    pub fn sched_thread(mut self) -> Self {
+        self.sched_thread = true;
+        self
+    }
+    /// A privileged thread of the scheduler process.
+    pub fn privileged(mut self) -> Self {
+        self.sched_thread = true;
+        self.privileged = true;
+        self
+    }
+    /// A task of a higher sched class (real-time).
+    pub fn rt(mut self) -> Self {
+        self.rt = true;
+        self
+    }
+    /// Whether BPF takes it for a memory-management kernel thread (kswapd, kcompactd,
+    /// khugepaged), as main.bpf.c tells them by name.
+    pub fn is_mm_kthread(&self) -> bool {
+        self.kthread
+            && ["kswapd", "kcompactd", "khugepaged"]
+                .iter()
+                .any(|p| self.name.starts_with(p))
     }
     /// The metrics group name.
     pub fn group_name(&self) -> &str {
@@ -275,6 +314,18 @@ impl Scenario {
                 return bad(format!("{}: nice {} is not in -20..=19", t.name, t.nice));
             }
             self.check_cpus(&t.name, &t.cpus)?;
+            if t.rt && (t.kthread || t.sched_thread || t.privileged) {
+                return bad(format!(
+                    "{}: an rt task is neither a kthread nor a scheduler thread",
+                    t.name
+                ));
+            }
+            if t.kthread && (t.sched_thread || t.privileged) {
+                return bad(format!(
+                    "{}: a kthread is not a thread of the scheduler process",
+                    t.name
+                ));
+            }
             let mut timed = false;
             for op in &t.program {
                 match op {

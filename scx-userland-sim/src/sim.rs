@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use scx_userland::stats::Metrics;
 use scx_userland::{
-    Backend, Dispatch, Error, ExitKind, ExitReport, Policy, QueuedTask, Stats, RL_CPU_ANY,
+    Backend, Dispatch, Error, ExitKind, ExitReport, Policy, QueuedTask, Stats, Target, RL_CPU_ANY,
     SLICE_MAX_NS,
 };
 
@@ -20,13 +20,17 @@ use crate::SimError;
 const SCX_ENQ_WAKEUP: u64 = 1;
 const SCX_ENQ_HEAD: u64 = 1 << 4;
 const SCX_ENQ_PREEMPT: u64 = 1 << 32;
+const SCX_ENQ_REENQ: u64 = 1 << 40;
 /// The kernel's default slice, used when it keeps a task running whose slice ran out.
 const SCX_SLICE_DFL_NS: u64 = 20_000_000;
+/// The most `ops.dispatch` calls in one pass of the kernel's `balance` loop.
+const SCX_DSP_MAX_LOOPS: u32 = 32;
 
 // intf.h `RL_QF_*`.
 const RL_QF_IDLE_CPU: u32 = 1;
 const RL_QF_KTHREAD: u32 = 2;
 const RL_QF_WAKEUP: u32 = 4;
+const RL_QF_REENQ: u32 = 8;
 
 // main.bpf.c.
 const STALL_TICK_NS: u64 = 20_000_000;
@@ -34,6 +38,8 @@ const PREEMPT_MIN_RUN_NS: u64 = 200_000;
 const VTIME_MAX_WAIT_NS: u64 = 20_000_000;
 const FIFO_HEAD_MAX_NS: u64 = 20_000_000;
 const RESUME_MIN_SLICE_NS: u64 = 100_000;
+/// Woken tasks go before a displaced task on its CPU for at most this long.
+const RESUME_MAX_WAIT_NS: u64 = 1_000_000;
 const DISPATCH_MAX_BATCH: usize = 32;
 const BATCH_MAX: usize = 16;
 /// `queued` ring: 4 MiB of 112-byte records with an 8-byte header each.
@@ -88,6 +94,8 @@ enum St {
     /// In BPF's / user space's hands (a record was sent).
     Queued,
     Shared,
+    /// In its CPU's resume queue (displaced by the scheduler's own wake-up).
+    Resume,
     Local,
     Running,
     Stopped,
@@ -109,8 +117,23 @@ enum COp {
     Exit,
 }
 
+/// What a task is, beyond its program (from its [`TaskSpec`](crate::TaskSpec)).
+#[derive(Clone, Copy, Debug, Default)]
+struct Kind {
+    kthread: bool,
+    /// kswapd, kcompactd, khugepaged.
+    mm_kthread: bool,
+    /// A thread of the scheduler process (tgid [`SCHED_PID`]).
+    sched_thread: bool,
+    /// `is_usersched()`: the scheduling thread, or a thread registered as privileged.
+    privileged: bool,
+    /// A higher sched class's task.
+    rt: bool,
+}
+
 struct Task {
     pid: i32,
+    tgid: i32,
     name: String,
     group: usize,
     spec: usize,
@@ -118,7 +141,7 @@ struct Task {
     weight: u64,
     affinity: u128,
     cpumask_cnt: u64,
-    kthread: bool,
+    kind: Kind,
     state: St,
     cpu: u32,
     // Program.
@@ -170,7 +193,18 @@ struct Cpu {
     cpu_to_pid: u32,
     run_start: u64,
     displaced: i32,
+    /// `RESUME_DSQ + cpu`: the tasks the scheduler's own wake-up displaced here, waiting
+    /// to resume (FIFO, but one cut short joins at the head; each with what is left of its
+    /// slice in its `slice`).
+    resume: VecDeque<usize>,
+    /// `resume_ts[cpu]`: when the last of them to join `resume` was displaced, or 0 if it
+    /// was cut short (overdue at once).
+    resume_ts: u64,
     busy_ns: u64,
+    /// Higher-class tasks waiting for this CPU.
+    rt_queue: VecDeque<usize>,
+    /// `ops.cpu_release` ran and sched_ext has not had the CPU back since.
+    released: bool,
 }
 
 #[derive(Default)]
@@ -190,6 +224,9 @@ struct Counters {
     nr_fallback_dispatches: u64,
     nr_direct_dispatches: u64,
     nr_displaced_dispatches: u64,
+    nr_vtime_dispatches: u64,
+    nr_reenqueued: u64,
+    nr_mm_kthread_dispatches: u64,
     nr_outstanding: i64,
     fallback: bool,
 }
@@ -242,7 +279,7 @@ pub struct Simulator {
     spec_names: Vec<String>,
     spec_affinity: Vec<u128>,
     spec_nice: Vec<i32>,
-    spec_kthread: Vec<bool>,
+    spec_kind: Vec<Kind>,
     spec_group: Vec<usize>,
     instances: Vec<Vec<usize>>,
     groups: Vec<String>,
@@ -323,7 +360,11 @@ impl Simulator {
                     cpu_to_pid: 0,
                     run_start: 0,
                     displaced: 0,
+                    resume: VecDeque::new(),
+                    resume_ts: 0,
                     busy_ns: 0,
+                    rt_queue: VecDeque::new(),
+                    released: false,
                 })
                 .collect(),
             tasks: Vec::new(),
@@ -335,7 +376,17 @@ impl Simulator {
                 .map(|t| mask_of(&t.cpus, all))
                 .collect(),
             spec_nice: scenario.tasks.iter().map(|t| t.nice).collect(),
-            spec_kthread: scenario.tasks.iter().map(|t| t.kthread).collect(),
+            spec_kind: scenario
+                .tasks
+                .iter()
+                .map(|t| Kind {
+                    kthread: t.kthread,
+                    mm_kthread: t.is_mm_kthread(),
+                    sched_thread: t.sched_thread || t.privileged,
+                    privileged: t.privileged,
+                    rt: t.rt,
+                })
+                .collect(),
             spec_group: Vec::new(),
             instances: vec![Vec::new(); scenario.tasks.len()],
             groups: Vec::new(),
@@ -437,22 +488,29 @@ impl Simulator {
     fn push_task(&mut self, spec: usize, index: usize, name: String, born: u64) -> usize {
         let tid = self.tasks.len();
         let sched = spec == usize::MAX;
-        let (affinity, nice, kthread, group) = if sched {
-            (self.all_cpus, 0, false, usize::MAX)
+        let (affinity, nice, kind, group) = if sched {
+            let kind = Kind {
+                sched_thread: true,
+                privileged: true,
+                ..Kind::default()
+            };
+            (self.all_cpus, 0, kind, usize::MAX)
         } else {
             (
                 self.spec_affinity[spec],
                 self.spec_nice[spec],
-                self.spec_kthread[spec],
+                self.spec_kind[spec],
                 self.spec_group[spec],
             )
         };
+        let pid = if sched {
+            SCHED_PID
+        } else {
+            PID_BASE + tid as i32
+        };
         self.tasks.push(Task {
-            pid: if sched {
-                SCHED_PID
-            } else {
-                PID_BASE + tid as i32
-            },
+            pid,
+            tgid: if kind.sched_thread { SCHED_PID } else { pid },
             name,
             group,
             spec,
@@ -460,7 +518,7 @@ impl Simulator {
             weight: nice_to_weight(nice),
             affinity,
             cpumask_cnt: 0,
-            kthread,
+            kind,
             state: St::New,
             cpu: 0,
             pc: 0,
@@ -683,9 +741,9 @@ impl Simulator {
     /// `scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT)`.
     fn kick_preempt(&mut self, cpu: u32) {
         self.account(cpu);
-        let c = &mut self.cpus[cpu as usize];
-        if c.curr.is_some_and(|t| t != SCHED) {
-            c.slice_left = 0;
+        let curr = self.cpus[cpu as usize].curr;
+        if curr.is_some_and(|t| t != SCHED && !self.tasks[t].kind.rt) {
+            self.cpus[cpu as usize].slice_left = 0;
         }
         self.request_resched(cpu);
     }
@@ -733,27 +791,36 @@ impl Simulator {
         }
     }
 
+    /// A task starts running on `cpu` (`ops.running` for a sched_ext task; a higher class's
+    /// task runs without a slice, unseen by BPF).
     fn start_running(&mut self, cpu: u32, tid: usize, slice: u64) {
         let now = self.now;
-        let pid = self.tasks[tid].pid as u32;
+        let (pid, kind) = (self.tasks[tid].pid as u32, self.tasks[tid].kind);
         let c = &mut self.cpus[cpu as usize];
         c.curr = Some(tid);
         c.seg_start = now;
-        c.slice_left = slice;
         c.idle_bit = false;
-        c.cpu_to_pid = pid;
-        c.run_start = if tid == SCHED { 0 } else { now };
-        if tid == SCHED {
-            c.displaced = 0;
+        if kind.rt {
+            c.slice_left = u64::MAX;
+        } else {
+            c.slice_left = slice;
+            c.released = false;
+            c.cpu_to_pid = pid;
+            c.run_start = if kind.privileged { 0 } else { now };
+            if kind.privileged {
+                c.displaced = 0;
+            }
+            self.c.nr_running += 1;
         }
-        self.c.nr_running += 1;
         let t = &mut self.tasks[tid];
         t.state = St::Running;
         t.cpu = cpu;
         t.cpus_used |= 1u128 << cpu;
-        t.last_cpu = cpu as i32;
-        t.start_ts = now;
-        t.run_slice = slice;
+        if !kind.rt {
+            t.last_cpu = cpu as i32;
+            t.start_ts = now;
+            t.run_slice = slice;
+        }
         let waited = now - t.runnable_since;
         if self.trace {
             eprintln!("{now:>12}   run {tid} on {cpu} after {waited}");
@@ -776,12 +843,14 @@ impl Simulator {
         let c = &mut self.cpus[cpu as usize];
         let tid = c.curr.take().expect("a running task");
         c.deadline = u64::MAX;
-        c.cpu_to_pid = 0;
-        c.run_start = 0;
-        self.c.nr_running -= 1;
         let t = &mut self.tasks[tid];
-        t.stop_ts = now;
-        t.exec_runtime += now - t.start_ts;
+        if !t.kind.rt {
+            c.cpu_to_pid = 0;
+            c.run_start = 0;
+            self.c.nr_running -= 1;
+            t.stop_ts = now;
+            t.exec_runtime += now - t.start_ts;
+        }
         if runnable {
             t.runnable_since = now;
             t.woken = false;
@@ -793,6 +862,13 @@ impl Simulator {
     /// idle when there is nothing.
     fn run_cpu(&mut self, cpu: u32) {
         loop {
+            if let Some(tid) = self.cpus[cpu as usize].rt_queue.pop_front() {
+                self.start_running(cpu, tid, 0);
+                if self.step(cpu) {
+                    return;
+                }
+                continue;
+            }
             if self.cpus[cpu as usize].local.is_empty() {
                 self.ops_dispatch(cpu);
             }
@@ -835,7 +911,11 @@ impl Simulator {
                 self.stop_running(cpu, true);
                 let allowed = self.tasks[tid].affinity;
                 self.tasks[tid].cpu = allowed.trailing_zeros();
-                self.enqueue(tid, 0, Some(cpu));
+                if self.tasks[tid].kind.rt {
+                    self.rt_wake(tid);
+                } else {
+                    self.enqueue(tid, 0, Some(cpu));
+                }
                 false
             }
         }
@@ -936,9 +1016,13 @@ impl Simulator {
                 t.wakeups += 1;
             }
         }
+        if self.tasks[tid].kind.rt {
+            self.rt_wake(tid);
+            return;
+        }
         let (cpu, is_idle) = self.select_cpu_dfl(tid);
         self.tasks[tid].cpu = cpu;
-        if is_idle && self.direct_idle {
+        if is_idle && self.direct_idle && !self.tasks[tid].kind.privileged {
             self.tasks[tid].idle_cpu = -1;
             self.insert_local(cpu, tid, self.slice_dfl, 0);
             self.c.nr_direct_dispatches += 1;
@@ -960,13 +1044,51 @@ impl Simulator {
     fn enqueue(&mut self, tid: usize, enq_flags: u64, ctx: Option<u32>) {
         let now = self.now;
         let cpu = self.tasks[tid].cpu;
+        if enq_flags & SCX_ENQ_REENQ != 0 {
+            self.c.nr_reenqueued += 1;
+        }
         let t = &self.tasks[tid];
-        if !self.full_user && t.kthread && t.affinity.count_ones() == 1 {
+        if t.kind.privileged {
+            // `is_usersched()`: its CPU at once, ahead of others when user space has work;
+            // put back by a higher class: first in line for any CPU.
+            if enq_flags & SCX_ENQ_REENQ != 0 {
+                self.insert_fifo(tid, true);
+                self.make_room(tid, ctx, false);
+                return;
+            }
+            let mut flags = enq_flags;
+            if self.sched_has_work() {
+                flags |= SCX_ENQ_PREEMPT;
+                let c = &mut self.cpus[cpu as usize];
+                c.displaced = c.cpu_to_pid as i32;
+            }
+            self.insert_local(cpu, tid, self.slice_dfl, flags);
+            return;
+        }
+        if !self.full_user && t.kind.kthread && t.affinity.count_ones() == 1 {
             self.insert_local(cpu, tid, self.slice_dfl, enq_flags);
             self.c.nr_kernel_dispatches += 1;
             return;
         }
-        if enq_flags & SCX_ENQ_WAKEUP == 0 && self.cpus[cpu as usize].displaced == t.pid {
+        if !self.full_user && t.kind.mm_kthread {
+            let head = self.fifo_head();
+            self.insert_fifo(tid, head);
+            self.kick_if_idle(cpu, ctx);
+            self.c.nr_mm_kthread_dispatches += 1;
+            return;
+        }
+        // Displaced by the scheduler's own thread, not by the policy: it resumes on its CPU
+        // after the scheduler, with what is left of its slice (`resume_slice`), as after a
+        // higher sched class ran. Bounded: that slice only shrinks, and once it is (nearly)
+        // used up the task goes to user space like any other. It waits in its CPU's resume
+        // queue, not in the local one: an empty local queue makes the CPU run `ops.dispatch`
+        // when the scheduler sleeps, so the decisions just written are carried out at once,
+        // and the tasks they put in the FIFO queue or the local one go first unless it is
+        // overdue (see `rl_dispatch`).
+        if enq_flags & SCX_ENQ_WAKEUP == 0
+            && cpu < self.nr_cpus
+            && self.cpus[cpu as usize].displaced == t.pid
+        {
             let ran = t.stop_ts.wrapping_sub(t.start_ts);
             let resume = if t.stop_ts < t.start_ts || ran + RESUME_MIN_SLICE_NS >= t.run_slice {
                 0
@@ -974,16 +1096,29 @@ impl Simulator {
                 t.run_slice - ran
             };
             if resume > 0 {
-                self.cpus[cpu as usize].displaced = 0;
-                self.insert_local(cpu, tid, resume, enq_flags | SCX_ENQ_HEAD);
+                // Cut short (less than PREEMPT_MIN_RUN_NS into its run, which no preemption
+                // by a policy does, e.g. displaced again as soon as it resumed): it goes
+                // first, as if it had waited (`resume_ts` 0), at the head of the resume queue
+                // (`SCX_ENQ_HEAD`), ahead of a task displaced earlier that still waits there.
+                // Otherwise its wait starts now, at the tail.
+                let t = &mut self.tasks[tid];
+                t.state = St::Resume;
+                t.slice = resume;
+                let c = &mut self.cpus[cpu as usize];
+                c.displaced = 0;
+                if ran < PREEMPT_MIN_RUN_NS {
+                    c.resume_ts = 0;
+                    c.resume.push_front(tid);
+                } else {
+                    c.resume_ts = now;
+                    c.resume.push_back(tid);
+                }
                 self.c.nr_displaced_dispatches += 1;
                 return;
             }
         }
         if self.ring.len() >= QUEUED_RING_RECORDS {
-            self.tasks[tid].state = St::Shared;
-            self.tasks[tid].slice = self.slice_dfl;
-            self.fifo.push_back(tid);
+            self.insert_fifo(tid, false);
             self.kick_if_idle(cpu, ctx);
             self.c.nr_sched_congested += 1;
             return;
@@ -993,11 +1128,14 @@ impl Simulator {
         if t.idle_cpu >= 0 && t.idle_cpu == cpu as i32 {
             rl_flags |= RL_QF_IDLE_CPU;
         }
-        if t.kthread {
+        if t.kind.kthread {
             rl_flags |= RL_QF_KTHREAD;
         }
         if enq_flags & SCX_ENQ_WAKEUP != 0 {
             rl_flags |= RL_QF_WAKEUP;
+        }
+        if enq_flags & SCX_ENQ_REENQ != 0 {
+            rl_flags |= RL_QF_REENQ;
         }
         if self.trace {
             eprintln!("{now:>12}   record {tid} cpu {cpu} flags {enq_flags}");
@@ -1008,7 +1146,7 @@ impl Simulator {
         self.ring.push_back(QueuedTask {
             pid: t.pid,
             cpu: cpu as i32,
-            tgid: t.pid,
+            tgid: t.tgid,
             nr_cpus_allowed: t.affinity.count_ones() as i32,
             cpumask_cnt: t.cpumask_cnt,
             flags: enq_flags,
@@ -1055,7 +1193,7 @@ impl Simulator {
         self.ring.push_back(QueuedTask {
             pid: t.pid,
             cpu: -1,
-            tgid: t.pid,
+            tgid: t.tgid,
             ..QueuedTask::default()
         });
         self.c.nr_exit_events += 1;
@@ -1218,16 +1356,111 @@ impl Simulator {
                 self.arm_sched_timeout();
             }
             self.run_cpu(cpu);
+        } else if !self.cpus[cpu as usize].rt_queue.is_empty() {
+            // A higher class's task waited for the call to end: it takes the CPU now.
+            let tid = self.cpus[cpu as usize]
+                .rt_queue
+                .pop_front()
+                .expect("not empty");
+            self.rt_take(cpu, tid);
         } else {
             self.sched.call_pending = Some(cpu);
         }
     }
 
+    // ---------------------------------------------------------------- higher sched classes
+
+    /// A higher-class task wakes: its previous CPU unless a higher-class task holds it, else
+    /// another CPU it may use without one (an idle one first), else it queues on its
+    /// previous CPU.
+    fn rt_wake(&mut self, tid: usize) {
+        let prev = self.tasks[tid].cpu;
+        let free = |sim: &Self, c: u32| {
+            sim.allowed(tid, c)
+                && sim.cpus[c as usize].rt_queue.is_empty()
+                && !sim.cpus[c as usize]
+                    .curr
+                    .is_some_and(|t| sim.tasks[t].kind.rt)
+        };
+        let cpu = if free(self, prev) {
+            Some(prev)
+        } else {
+            (0..self.nr_cpus)
+                .filter(|&c| free(self, c))
+                .min_by_key(|&c| self.cpus[c as usize].curr.is_some())
+        };
+        match cpu {
+            Some(cpu) if self.cpus[cpu as usize].curr != Some(SCHED) => self.rt_take(cpu, tid),
+            other => {
+                // Behind another higher-class task, or behind the scheduler's call (which
+                // the simulator does not cut short).
+                let cpu = other.unwrap_or(if self.allowed(tid, prev) {
+                    prev
+                } else {
+                    self.tasks[tid].affinity.trailing_zeros()
+                });
+                self.tasks[tid].cpu = cpu;
+                self.tasks[tid].state = St::Local;
+                self.cpus[cpu as usize].rt_queue.push_back(tid);
+            }
+        }
+    }
+
+    /// A higher-class task takes `cpu`: the sched_ext task running there is put back (at
+    /// the head of the local queue with what is left of its slice, or through
+    /// `ops.enqueue` if none is left), then `ops.cpu_release` (`scx_bpf_reenqueue_local`):
+    /// every task waiting in the local queue goes through `ops.enqueue` again with
+    /// `SCX_ENQ_REENQ`.
+    fn rt_take(&mut self, cpu: u32, tid: usize) {
+        if let Some(prev) = self.cpus[cpu as usize].curr {
+            self.account(cpu);
+            let left = self.cpus[cpu as usize].slice_left;
+            self.stop_running(cpu, true);
+            if left > 0 {
+                self.cpus[cpu as usize].local.push_front((prev, left));
+                self.tasks[prev].state = St::Local;
+            } else {
+                self.enqueue(prev, 0, Some(cpu));
+            }
+            if !self.cpus[cpu as usize].released {
+                self.cpus[cpu as usize].released = true;
+                let waiting = std::mem::take(&mut self.cpus[cpu as usize].local);
+                for (t, _) in waiting {
+                    self.enqueue(t, SCX_ENQ_REENQ, Some(cpu));
+                }
+            }
+        }
+        self.tasks[tid].cpu = cpu;
+        self.start_running(cpu, tid, 0);
+        if !self.step(cpu) {
+            self.run_cpu(cpu);
+        }
+    }
+
     // ---------------------------------------------------------------- BPF: ops.dispatch
 
-    /// `rl_dispatch` on `cpu`: drain user space's decisions, run the stall guard's pending
-    /// tasks, then move one task from the shared queues to the local one.
+    /// The kernel's `balance` on `cpu`: `ops.dispatch` (`rl_dispatch`), and again as long as
+    /// the call inserted tasks and left the local queue empty, at most `SCX_DSP_MAX_LOOPS`
+    /// times (then the kernel kicks the CPU to try again). Tasks inserted during
+    /// `ops.dispatch` wait in the kernel's dispatch buffer until it returns or calls
+    /// `scx_bpf_dsq_move_to_local` (which flushes the buffer first); the simulator inserts
+    /// them at once, and `rl_dispatch` makes up for it where BPF counts a queue
+    /// (`scx_bpf_dsq_nr_queued`, which does not see them).
     fn ops_dispatch(&mut self, cpu: u32) {
+        for _ in 0..SCX_DSP_MAX_LOOPS {
+            if self.rl_dispatch(cpu) == 0 || !self.cpus[cpu as usize].local.is_empty() {
+                return;
+            }
+        }
+        self.request_resched(cpu);
+    }
+
+    /// `rl_dispatch` on `cpu`: drain user space's decisions, run the stall guard's pending
+    /// tasks, then move one task to the local queue: the task the scheduler displaced here,
+    /// or one from the shared queues, or one displaced on a CPU a higher class holds.
+    /// Returns how many tasks the call inserted (decisions carried out, tasks the stall
+    /// guard ran).
+    fn rl_dispatch(&mut self, cpu: u32) -> usize {
         let now = self.now;
         let mut slots = DISPATCH_MAX_BATCH;
         let (mut records, mut dispatched) = (0, 0);
@@ -1237,7 +1470,9 @@ impl Simulator {
             drained = true;
             self.c.fallback = false;
             for _ in 0..n {
-                let d = self.user_recs.pop_front().expect("a whole sample");
+                let Some(d) = self.user_recs.pop_front() else {
+                    break;
+                };
                 records += 1;
                 if self.dispatch_one(&d, cpu) {
                     dispatched += 1;
@@ -1249,21 +1484,108 @@ impl Simulator {
             self.c.nr_dispatch_records += records;
             self.c.nr_user_dispatches += dispatched;
         }
+        let before = slots;
         self.run_pending(cpu, &mut slots);
+        // The stall guard's tasks went to the tail of the FIFO queue; BPF cannot see them
+        // there before this call returns.
+        let fallback = before - slots;
+        let inserted = DISPATCH_MAX_BATCH - slots;
 
+        // The task the scheduler displaced here resumes behind the FIFO queue, and first, at
+        // the head of the local queue, once it has waited RESUME_MAX_WAIT_NS (at once if it
+        // was cut short: `resume_ts` 0). `scx_bpf_dsq_move_to_local` flushes the kernel's
+        // dispatch buffer before it moves the task, so with SCX_ENQ_HEAD it goes ahead of the
+        // decisions this call carried out into this CPU's local queue too. The decisions
+        // carried out just now are not counted in their queues until the kernel flushes them
+        // (`scx_bpf_dsq_nr_queued` does not see them, hence the stall guard's tasks are not
+        // counted in the FIFO queue): until it is overdue, the displaced task waits for them.
+        let c = &self.cpus[cpu as usize];
+        let resume = !c.resume.is_empty();
+        // (BPF's clock counts from boot: there `resume_ts` 0 is always long past.)
+        let overdue = c.resume_ts == 0 || now.saturating_sub(c.resume_ts) > RESUME_MAX_WAIT_NS;
+        if resume && overdue && self.resume_to_local(cpu, cpu, true) {
+            return inserted;
+        }
+        if resume
+            && dispatched == 0
+            && self.fifo.len() <= fallback
+            && self.resume_to_local(cpu, cpu, false)
+        {
+            return inserted;
+        }
+
+        // The FIFO queue first (the tasks a policy put first, and those BPF runs itself),
+        // then the vtime-ordered queue; but a vtime queue that has not been served for
+        // VTIME_MAX_WAIT_NS goes first once, so it can never starve.
         if self.vtime_q.is_empty() {
             self.vtime_served_ts = now;
         } else if now - self.vtime_served_ts > VTIME_MAX_WAIT_NS && self.move_to_local(cpu, true) {
             self.vtime_served_ts = now;
-            return;
+            return inserted;
         }
         if self.move_to_local(cpu, false) {
-            return;
+            return inserted;
         }
         self.fifo_empty_ts = now;
+        // The displaced task goes before the vtime queue (if it did not just now, it waits
+        // for the call after the decisions land).
+        if resume {
+            if dispatched == 0 {
+                self.resume_to_local(cpu, cpu, false);
+            }
+            return inserted;
+        }
         if self.move_to_local(cpu, true) {
             self.vtime_served_ts = now;
+            return inserted;
         }
+        self.take_stranded_resume(cpu);
+        inserted
+    }
+
+    /// `take_stranded_resume`: nothing else to run on `cpu`: take a displaced task whose CPU
+    /// a higher class holds, so it does not wait for that CPU to come back.
+    fn take_stranded_resume(&mut self, cpu: u32) {
+        for other in 0..self.nr_cpus {
+            if other != cpu
+                && self.cpus[other as usize].released
+                && self.resume_to_local(other, cpu, false)
+            {
+                return;
+            }
+        }
+    }
+
+    /// `scx_bpf_dsq_move_to_local(RESUME_DSQ + from)` on `cpu`: the first task of `from`'s
+    /// resume queue that may run on `cpu`, with what is left of its slice, to the tail of
+    /// the local queue, or to its head with `head` (`SCX_ENQ_HEAD`).
+    fn resume_to_local(&mut self, from: u32, cpu: u32, head: bool) -> bool {
+        let Some(c) = self.cpus.get(from as usize) else {
+            return false;
+        };
+        let Some(pos) = c.resume.iter().position(|&t| self.allowed(t, cpu)) else {
+            return false;
+        };
+        let Some(tid) = self.cpus[from as usize].resume.remove(pos) else {
+            return false;
+        };
+        self.put_local(cpu, tid, head);
+        true
+    }
+
+    /// Put `tid` at the tail of `cpu`'s local queue with its slice, or at its head with
+    /// `head` (`SCX_ENQ_HEAD`).
+    fn put_local(&mut self, cpu: u32, tid: usize, head: bool) {
+        let slice = self.tasks[tid].slice;
+        let local = &mut self.cpus[cpu as usize].local;
+        if head {
+            local.push_front((tid, slice));
+        } else {
+            local.push_back((tid, slice));
+        }
+        let t = &mut self.tasks[tid];
+        t.state = St::Local;
+        t.cpu = cpu;
     }
 
     /// `scx_bpf_dsq_move_to_local`: the first task of a shared queue that may run on `cpu`.
@@ -1279,12 +1601,20 @@ impl Simulator {
         } else {
             self.fifo.remove(pos).expect("found")
         };
-        let slice = self.tasks[tid].slice;
-        self.cpus[cpu as usize].local.push_back((tid, slice));
-        let t = &mut self.tasks[tid];
-        t.state = St::Local;
-        t.cpu = cpu;
+        self.put_local(cpu, tid, false);
         true
+    }
+
+    /// Insert into the shared FIFO queue (`SHARED_DSQ`) with the default slice.
+    fn insert_fifo(&mut self, tid: usize, head: bool) {
+        let t = &mut self.tasks[tid];
+        t.state = St::Shared;
+        t.slice = self.slice_dfl;
+        if head {
+            self.fifo.push_front(tid);
+        } else {
+            self.fifo.push_back(tid);
+        }
     }
 
     fn resolve(&mut self, tid: usize) -> bool {
@@ -1323,6 +1653,14 @@ impl Simulator {
             self.c.nr_bounce_dispatches += 1;
             cpu = RL_CPU_ANY;
         }
+        if cpu >= 0 {
+            let c = &self.cpus[cpu as usize];
+            if c.released {
+                // A higher class holds it (between cpu_release and cpu_acquire).
+                self.c.nr_reenqueued += 1;
+                cpu = RL_CPU_ANY;
+            }
+        }
         let cpu = if cpu >= 0 {
             let mut flags = 0;
             if d.preempt {
@@ -1340,7 +1678,8 @@ impl Simulator {
                 t.state = St::Shared;
                 t.slice = slice;
             }
-            if d.vtime != 0 {
+            if let Target::Vtime(_) = d.target() {
+                self.c.nr_vtime_dispatches += 1;
                 self.tasks[tid].dsq_vtime = d.vtime;
                 // Ordered with wrap-around, as the kernel compares vtimes.
                 let pos = self
@@ -1354,7 +1693,7 @@ impl Simulator {
             }
             let cpu = self.tasks[tid].cpu;
             if d.preempt {
-                self.make_room(tid, ctx);
+                self.make_room(tid, Some(ctx), true);
             } else {
                 self.kick_if_idle(cpu, Some(ctx));
             }
@@ -1376,18 +1715,22 @@ impl Simulator {
     }
 
     /// `make_room`: kick an idle CPU the task may use, else preempt the CPU whose task has
-    /// run the longest (at least `PREEMPT_MIN_RUN_NS`; never the scheduler).
-    fn make_room(&mut self, tid: usize, ctx: u32) {
+    /// run the longest (at least `PREEMPT_MIN_RUN_NS`; never the scheduler). `draining`: from
+    /// the drain in `ctx`'s ops.dispatch, which takes the head of the shared queues next.
+    fn make_room(&mut self, tid: usize, ctx: Option<u32>, draining: bool) {
         let now = self.now;
         let mut oldest = now;
         let mut victim = None;
+        // The draining CPU takes the head of the shared queues next: room for this task
+        // only when nothing else waits there.
+        let busy_self = ctx.filter(|_| draining && self.fifo.len() + self.vtime_q.len() > 1);
         for cpu in 0..self.nr_cpus {
-            if !self.allowed(tid, cpu) {
+            if !self.allowed(tid, cpu) || busy_self == Some(cpu) {
                 continue;
             }
             let c = &self.cpus[cpu as usize];
             if c.cpu_to_pid == 0 {
-                self.kick_if_idle(cpu, Some(ctx));
+                self.kick_if_idle(cpu, ctx);
                 return;
             }
             if c.run_start != 0 && c.run_start < oldest {
@@ -1421,12 +1764,8 @@ impl Simulator {
             let live = self.tasks[tid].queued && self.tasks[tid].seq == seq;
             if live && self.c.fallback {
                 if self.resolve(tid) {
-                    let t = &mut self.tasks[tid];
-                    t.state = St::Shared;
-                    t.slice = self.slice_dfl;
-                    let cpu = t.cpu;
-                    self.fifo.push_back(tid);
-                    self.kick_if_idle(cpu, Some(ctx));
+                    self.insert_fifo(tid, false);
+                    self.kick_if_idle(self.tasks[tid].cpu, Some(ctx));
                     self.c.nr_fallback_dispatches += 1;
                     *slots -= 1;
                 }
@@ -1485,6 +1824,9 @@ impl Simulator {
             nr_fallback_dispatches: c.nr_fallback_dispatches,
             nr_direct_dispatches: c.nr_direct_dispatches,
             nr_displaced_dispatches: c.nr_displaced_dispatches,
+            nr_vtime_dispatches: c.nr_vtime_dispatches,
+            nr_reenqueued: c.nr_reenqueued,
+            nr_mm_kthread_dispatches: c.nr_mm_kthread_dispatches,
             nr_outstanding: c.nr_outstanding,
             fallback: c.fallback,
             ..Stats::default()
@@ -1516,7 +1858,7 @@ impl Simulator {
             if t.state == St::New {
                 continue; // forked after the end
             }
-            let waiting = matches!(t.state, St::Queued | St::Shared | St::Local);
+            let waiting = matches!(t.state, St::Queued | St::Shared | St::Resume | St::Local);
             let starve = if waiting {
                 t.max_starve.max(end - t.runnable_since)
             } else {
@@ -1691,7 +2033,7 @@ impl Backend for SimScheduler<'_> {
         false
     }
 
-    fn nr_cpu_ids(&self) -> u32 {
-        self.sim.nr_cpus
+    fn nr_cpu_ids(&self) -> usize {
+        self.sim.nr_cpus as usize
     }
 }

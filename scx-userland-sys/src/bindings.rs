@@ -31,12 +31,16 @@ pub const RL_QF_IDLE_CPU: rl_queued_flags = 1;
 pub const RL_QF_KTHREAD: rl_queued_flags = 2;
 #[doc = " The task woke up (rather than being preempted or re-queued)."]
 pub const RL_QF_WAKEUP: rl_queued_flags = 4;
+#[doc = " A higher sched class took the CPU whose local queue the task waited in, and\n the kernel handed it back to be placed again (SCX_ENQ_REENQ)."]
+pub const RL_QF_REENQ: rl_queued_flags = 8;
 #[doc = " queued_task_ctx.flags"]
 pub type rl_queued_flags = ::core::ffi::c_uint;
 #[doc = " Preempt whatever runs on the target CPU; with RL_CPU_ANY, wake an idle CPU\n or else preempt the CPU whose task has run the longest."]
 pub const RL_DF_PREEMPT: rl_dispatch_flags = 1;
 #[doc = " Queue at the head of the target's queue instead of the tail."]
 pub const RL_DF_HEAD: rl_dispatch_flags = 2;
+#[doc = " With RL_CPU_ANY: join the vtime-ordered shared queue, whatever the vtime\n (0 included). Without it, a nonzero vtime selects that queue too."]
+pub const RL_DF_VTIME: rl_dispatch_flags = 4;
 #[doc = " dispatched_task_ctx.flags"]
 pub type rl_dispatch_flags = ::core::ffi::c_uint;
 #[doc = " A task that wants a CPU, sent by BPF to user space through the `queued`\n ring buffer.  A record with cpu < 0 announces that the task exited."]
@@ -124,7 +128,7 @@ pub struct dispatched_task_ctx {
     pub cpumask_cnt: __u64,
     #[doc = " Time slice in ns; 0 means the scheduler's default."]
     pub slice_ns: __u64,
-    #[doc = " Virtual time for ordering among RL_CPU_ANY dispatches; 0 means FIFO."]
+    #[doc = " Virtual time for ordering in the vtime-ordered shared queue (RL_CPU_ANY\n only); 0 means the FIFO queue unless RL_DF_VTIME is set."]
     pub vtime: __u64,
     #[doc = " RL_DF_*"]
     pub flags: __u64,

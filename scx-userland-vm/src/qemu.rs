@@ -104,6 +104,12 @@ pub struct VmOptions {
     #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..))]
     pub memory: u32,
 
+    /// Spread the virtual CPUs over N sockets (QEMU `-smp CPUS,sockets=N,cores=CPUS/N`), each
+    /// socket its own NUMA node with an equal share of the memory. --cpus must be a multiple
+    /// of N. 1: one socket, no NUMA.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub sockets: u32,
+
     /// Accelerator: `auto` uses KVM only if a probe boot with KVM works on this host (the
     /// verdict is cached in the cache's kvm-probe file); `tcg` is software emulation; `kvm`
     /// forces KVM.
@@ -146,6 +152,7 @@ impl Default for VmOptions {
         VmOptions {
             cpus: 2,
             memory: 1024,
+            sockets: 1,
             accel: AccelChoice::Auto,
             keep_logs: None,
             verbose: false,
@@ -515,6 +522,10 @@ pub struct BootSpec {
     pub memory_mib: u32,
     /// Virtual CPUs.
     pub cpus: u32,
+    /// Sockets the CPUs are spread over, each socket a NUMA node with an equal share of the
+    /// memory (the last one takes the remainder); 1 is QEMU's default shape, without NUMA.
+    /// `cpus` should be a multiple of it (QEMU refuses the shape otherwise).
+    pub sockets: u32,
     /// The accelerator.
     pub accel: Accel,
     /// Whole-boot timeout: QEMU is killed after this long.
@@ -566,10 +577,41 @@ impl BootSpec {
             "none".into(),
             "-m".into(),
             self.memory_mib.to_string(),
-            "-smp".into(),
-            self.cpus.to_string(),
         ];
+        args.extend(self.smp_args());
         args.extend(self.accel.qemu_args().iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// `-smp`, and with several sockets a NUMA node (with its memory) per socket.
+    fn smp_args(&self) -> Vec<String> {
+        if self.sockets <= 1 {
+            return vec!["-smp".into(), self.cpus.to_string()];
+        }
+        let sockets = self.sockets;
+        let cores = (self.cpus / sockets).max(1);
+        let mut args = vec![
+            "-smp".into(),
+            format!("{},sockets={sockets},cores={cores},threads=1", self.cpus),
+        ];
+        let share = self.memory_mib / sockets;
+        for node in 0..sockets {
+            let mib = if node + 1 == sockets {
+                self.memory_mib - share * (sockets - 1)
+            } else {
+                share
+            };
+            let first = node * cores;
+            args.extend([
+                "-object".into(),
+                format!("memory-backend-ram,id=mem{node},size={mib}M"),
+                "-numa".into(),
+                format!(
+                    "node,nodeid={node},cpus={first}-{},memdev=mem{node}",
+                    first + cores - 1
+                ),
+            ]);
+        }
         args
     }
 }
@@ -1203,6 +1245,7 @@ fn probe_kvm(probe: &ProbeImage, key: String) -> Result<ProbeVerdict> {
         extra_cmdline: Vec::new(),
         memory_mib: 512,
         cpus: 1,
+        sockets: 1,
         accel: Accel::Kvm,
         timeout: KVM_PROBE_TIMEOUT,
         echo: Echo::None,
@@ -1475,6 +1518,7 @@ mod tests {
             extra_cmdline: vec!["rdinit=/nonexistent".into()],
             memory_mib: 512,
             cpus: 1,
+            sockets: 1,
             accel: Accel::Tcg,
             timeout: Duration::from_secs(120),
             echo: Echo::None,
@@ -1556,20 +1600,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn tcg_is_single_threaded() {
-        let spec = BootSpec {
+    /// A TCG boot of 2 CPUs and 1 GiB, for command-line tests.
+    fn spec() -> BootSpec {
+        BootSpec {
             label: "x".into(),
             bzimage: "/k".into(),
             initrd: "/i".into(),
-            extra_cmdline: vec!["foo=1".into()],
+            extra_cmdline: vec![],
             memory_mib: 1024,
             cpus: 2,
+            sockets: 1,
             accel: Accel::Tcg,
             timeout: Duration::from_secs(1),
             echo: Echo::None,
             log: None,
             interactive: false,
+        }
+    }
+
+    #[test]
+    fn tcg_is_single_threaded() {
+        let spec = BootSpec {
+            extra_cmdline: vec!["foo=1".into()],
+            ..spec()
         };
         let args = spec.qemu_args().join(" ");
         assert!(args.contains("-accel tcg,thread=single -cpu max"), "{args}");
@@ -1579,6 +1632,29 @@ mod tests {
             "{args}"
         );
         assert!(args.contains("-no-reboot"));
-        assert!(args.contains("-m 1024 -smp 2"));
+        assert!(args.contains("-m 1024 -smp 2 -accel"), "{args}");
+        assert!(!args.contains("-numa"));
+    }
+
+    #[test]
+    fn sockets_are_numa_nodes_with_their_share_of_memory() {
+        let one = BootSpec { cpus: 4, ..spec() };
+        assert!(one.qemu_args().join(" ").contains("-m 1024 -smp 4 -accel"));
+        let spec = BootSpec {
+            memory_mib: 1025,
+            sockets: 2,
+            ..one
+        };
+        let args = spec.qemu_args().join(" ");
+        assert!(
+            args.contains(
+                "-m 1025 -smp 4,sockets=2,cores=2,threads=1 \
+                 -object memory-backend-ram,id=mem0,size=512M \
+                 -numa node,nodeid=0,cpus=0-1,memdev=mem0 \
+                 -object memory-backend-ram,id=mem1,size=513M \
+                 -numa node,nodeid=1,cpus=2-3,memdev=mem1 -accel"
+            ),
+            "{args}"
+        );
     }
 }

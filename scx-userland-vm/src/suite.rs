@@ -69,23 +69,49 @@ pub fn build_tests(
         args.extend(["--test".into(), t.clone()]);
     }
     let artifacts = crate::cargo::cargo_artifacts(dir, &args)?;
+    let (exes, bins) = split_artifacts(artifacts, package)?;
+    if exes.is_empty() {
+        bail!("`cargo {}` produced no test executable", args.join(" "));
+    }
+    Ok((exes, bins))
+}
+
+/// The test executables and the `/bin` programs among a package's artifacts.
+///
+/// A test executable is named after its target, and after its kind too unless it is an
+/// integration test: the unit tests of `src/bin/vm-demo.rs` are `bin_vm_demo`, those of the
+/// library `lib_<name>`, so neither can take the place of `tests/vm_demo.rs` (`vm_demo`).
+/// Two different executables with one name are an error, never a silent drop.
+pub fn split_artifacts(
+    artifacts: Vec<crate::cargo::Artifact>,
+    package: &str,
+) -> Result<(Vec<TestExe>, Programs)> {
     let mut exes: Vec<TestExe> = Vec::new();
     let mut bins = Vec::new();
     for a in artifacts.into_iter().filter(|a| a.package == package) {
         if a.test {
-            let stem = a.target.replace('-', "_");
-            if !exes.iter().any(|e| e.stem == stem) {
-                exes.push(TestExe {
+            let name = a.target.replace('-', "_");
+            let stem = if a.kinds.iter().any(|k| k == "test") {
+                name
+            } else {
+                format!("{}_{name}", a.kinds.first().map_or("unit", String::as_str))
+            };
+            match exes.iter().find(|e| e.stem == stem) {
+                Some(e) if e.path == a.executable => {}
+                Some(e) => bail!(
+                    "two test executables of {package} are both named {stem}: {} and {}; \
+                     rename one of the targets",
+                    e.path.display(),
+                    a.executable.display()
+                ),
+                None => exes.push(TestExe {
                     stem,
                     path: a.executable,
-                });
+                }),
             }
         } else if a.kinds.iter().any(|k| k == "bin") {
             bins.push((a.target, a.executable));
         }
-    }
-    if exes.is_empty() {
-        bail!("`cargo {}` produced no test executable", args.join(" "));
     }
     Ok((exes, bins))
 }
@@ -340,6 +366,13 @@ pub fn boot_kernel(
     log_stem: &str,
     interactive: bool,
 ) -> Result<BootReport> {
+    if !vm.cpus.is_multiple_of(vm.sockets) {
+        bail!(
+            "--cpus {} cannot be spread over --sockets {}: use a multiple of it",
+            vm.cpus,
+            vm.sockets
+        );
+    }
     let spec = BootSpec {
         label: label.to_string(),
         bzimage: kernel.bzimage.clone(),
@@ -347,14 +380,20 @@ pub fn boot_kernel(
         extra_cmdline: Vec::new(),
         memory_mib: vm.memory,
         cpus: vm.cpus,
+        sockets: vm.sockets,
         accel,
         timeout,
         echo: vm.echo(),
         log: Some(vm.log_file(log_stem)),
         interactive,
     };
+    let sockets = if vm.sockets > 1 {
+        format!(" in {} sockets/NUMA nodes", vm.sockets)
+    } else {
+        String::new()
+    };
     println!(
-        "booting {} ({} MiB, {} CPU{}, accel {accel}, timeout {} s)…",
+        "booting {} ({} MiB, {} CPU{}{sockets}, accel {accel}, timeout {} s)…",
         kernel.version,
         vm.memory,
         vm.cpus,
@@ -604,6 +643,48 @@ mod tests {
             parse_test_list(out),
             ["btf_vmlinux_present", "sched_ext_state_is_disabled"]
         );
+    }
+
+    fn artifact(target: &str, kind: &str, test: bool, exe: &str) -> crate::cargo::Artifact {
+        crate::cargo::Artifact {
+            package: "vm-tests".into(),
+            target: target.into(),
+            kinds: vec![kind.into()],
+            test,
+            executable: exe.into(),
+        }
+    }
+
+    #[test]
+    fn a_binary_and_a_test_of_one_name_are_both_kept() {
+        // tests/vm_demo.rs and the unit tests of src/bin/vm-demo.rs both build `vm_demo-<hash>`.
+        let arts = vec![
+            artifact("vm-demo", "bin", true, "/t/deps/vm_demo-1"),
+            artifact("vm_demo", "test", true, "/t/deps/vm_demo-2"),
+            artifact("vm_tests", "lib", true, "/t/deps/vm_tests-3"),
+            artifact("vm-demo", "bin", false, "/t/vm-demo"),
+            artifact("vm_demo", "test", true, "/t/deps/vm_demo-2"),
+        ];
+        let (exes, bins) = split_artifacts(arts, "vm-tests").unwrap();
+        let stems: Vec<_> = exes
+            .iter()
+            .map(|e| (e.stem.as_str(), e.path.clone()))
+            .collect();
+        assert_eq!(
+            stems,
+            [
+                ("bin_vm_demo", "/t/deps/vm_demo-1".into()),
+                ("vm_demo", "/t/deps/vm_demo-2".into()),
+                ("lib_vm_tests", "/t/deps/vm_tests-3".into()),
+            ]
+        );
+        assert_eq!(bins, [("vm-demo".to_string(), "/t/vm-demo".into())]);
+        let clash = vec![
+            artifact("a-b", "test", true, "/t/deps/a_b-1"),
+            artifact("a_b", "test", true, "/t/deps/a_b-2"),
+        ];
+        let e = split_artifacts(clash, "vm-tests").unwrap_err().to_string();
+        assert!(e.contains("both named a_b"), "{e}");
     }
 
     fn t(name: &str) -> VmTest {

@@ -1,4 +1,4 @@
-//! The seed README's FIFO example, completed only with the loop and the return types it
+//! The classic `scx_rustland_core` README's FIFO example, completed only with the loop and the return types it
 //! leaves out. It must keep compiling as written: it is the API's contract.
 //!
 //! Run it as root on a sched_ext kernel: `cargo run --example seed_fifo`; Ctrl-C stops it.

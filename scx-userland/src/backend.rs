@@ -38,7 +38,7 @@ pub trait Backend {
     /// True once the scheduler was ended (see [`BpfScheduler::exited`]).
     fn exited(&self) -> bool;
     /// Number of possible CPU ids: valid CPUs are `0..nr_cpu_ids()`.
-    fn nr_cpu_ids(&self) -> u32;
+    fn nr_cpu_ids(&self) -> usize;
 }
 
 impl Backend for BpfScheduler<'_> {
@@ -76,7 +76,7 @@ impl Backend for BpfScheduler<'_> {
     fn exited(&self) -> bool {
         BpfScheduler::exited(self)
     }
-    fn nr_cpu_ids(&self) -> u32 {
+    fn nr_cpu_ids(&self) -> usize {
         BpfScheduler::nr_cpu_ids(self)
     }
 }

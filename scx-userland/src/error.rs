@@ -76,6 +76,9 @@ pub enum Error {
         /// The watchdog timeout in force.
         timeout_ms: u32,
     },
+    /// A stall-guard capacity outside 16..=4194304 entries.
+    #[error("invalid stall-guard capacity {0}: use 16 to 4194304 entries")]
+    InvalidStallGuardCapacity(u32),
     /// A pid that cannot name a task (zero or negative).
     #[error("invalid pid {0}: pids are positive")]
     InvalidPid(i32),

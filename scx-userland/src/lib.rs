@@ -36,6 +36,8 @@ pub mod stats;
 mod task;
 mod topology;
 
+// Integer types: CPU ids i32, pids i32, counts usize, core/LLC/node numbers u32 (the README's
+// API section); the classic `init(nr_cpus: i32)` and `get_cpu_pid() -> u32` are kept as they are.
 pub use backend::Backend;
 pub use error::Error;
 pub use run::{Policy, Runner, Stopper};
@@ -43,7 +45,10 @@ pub use scheduler::{
     BpfScheduler, BpfSchedulerBuilder, CounterMut, ExitKind, ExitReport, Stats, Waker,
 };
 pub use task::{
-    Dispatch, DispatchedTask, QueuedTask, DISPATCH_BATCH_MAX, DISPATCH_RECORD_LEN, RL_CPU_ANY,
-    RL_QF_IDLE_CPU, RL_QF_KTHREAD, RL_QF_WAKEUP, SLICE_DEFAULT_NS, SLICE_MAX_NS,
+    Dispatch, DispatchedTask, Queue, QueuedTask, Target, DISPATCH_BATCH_MAX, DISPATCH_RECORD_LEN,
+    RL_CPU_ANY, RL_QF_IDLE_CPU, RL_QF_KTHREAD, RL_QF_REENQ, RL_QF_WAKEUP, SLICE_DEFAULT_NS,
+    SLICE_MAX_NS,
 };
+#[cfg(feature = "scx_utils")]
+pub use topology::FromScxUtilsError;
 pub use topology::{parse_cpu_list, CpuInfo, Topology, MAX_CPU_ID};

@@ -28,10 +28,14 @@ static ATTACHED: AtomicBool = AtomicBool::new(false);
 const OPS_NAME_MAX: usize = 127;
 /// The kernel's watchdog limit for `timeout_ms`.
 const SCX_WATCHDOG_MAX_MS: u32 = 30_000;
+/// The stall guard's memory of hand-overs by default (the BPF `pending` queue's size).
+const STALL_GUARD_CAPACITY_DEFAULT: u32 = 32_768;
+/// The bounds [`BpfSchedulerBuilder::stall_guard_capacity`] accepts.
+const STALL_GUARD_CAPACITY_RANGE: std::ops::RangeInclusive<u32> = 16..=(1 << 22);
 /// How long `update_tasks`/`notify_complete` sleep at most when there is nothing to do.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
-/// Every option of the BPF component. [`BpfScheduler::init`] covers the seed's five; the
+/// Every option of the BPF component. [`BpfScheduler::init`] covers the classic five; the
 /// builder adds the rest.
 #[derive(Clone, Debug)]
 pub struct BpfSchedulerBuilder {
@@ -44,6 +48,7 @@ pub struct BpfSchedulerBuilder {
     name: String,
     timeout_ms: u32,
     stall_timeout_ms: u32,
+    stall_guard_capacity: u32,
     lock_memory: bool,
     direct_idle: bool,
     version: Option<String>,
@@ -65,6 +70,7 @@ impl Default for BpfSchedulerBuilder {
             name: "userland".to_string(),
             timeout_ms: 5000,
             stall_timeout_ms: 100,
+            stall_guard_capacity: STALL_GUARD_CAPACITY_DEFAULT,
             lock_memory: true,
             direct_idle: false,
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
@@ -80,8 +86,8 @@ impl BpfSchedulerBuilder {
     }
 
     /// Number of CPUs the scheduler manages; default: all possible CPUs.
-    pub fn nr_cpus(mut self, nr_cpus: i64) -> Self {
-        self.nr_cpus = Some(nr_cpus);
+    pub fn nr_cpus(mut self, nr_cpus: usize) -> Self {
+        self.nr_cpus = Some(i64::try_from(nr_cpus).unwrap_or(i64::MAX));
         self
     }
 
@@ -178,6 +184,17 @@ impl BpfSchedulerBuilder {
         self
     }
 
+    /// How many hand-overs to user space the stall guard remembers (16 to 4,194,304; default
+    /// 32,768). It finds the tasks waiting on user space through these entries. When it is full,
+    /// the entry at its head (usually the oldest) is dropped for the new one; if that task was
+    /// still waiting, the guard can no longer run it in a stall, and
+    /// [`Stats::nr_pending_lost`] counts it. Raise it for policies that keep tens of thousands of
+    /// tasks waiting; each entry takes 16 bytes of kernel memory.
+    pub fn stall_guard_capacity(mut self, entries: u32) -> Self {
+        self.stall_guard_capacity = entries;
+        self
+    }
+
     /// Idle fast path: a waking task that finds an idle CPU (the kernel's idle selection, at
     /// wake-up) is dispatched there by BPF at once, with the default slice, and never reaches
     /// user space (counted in [`Stats::nr_direct_dispatches`]). Every other task still comes to
@@ -206,6 +223,19 @@ impl BpfSchedulerBuilder {
 ///
 /// Dropping it detaches the scheduler; [`shutdown_and_report`](Self::shutdown_and_report)
 /// does the same and says why the scheduler stopped.
+///
+/// The lifetime `'a` ties nothing you pass in: the BPF object lives inside the value, and
+/// the parameter is kept so that code written as `struct Scheduler<'a> { bpf:
+/// BpfScheduler<'a> }` keeps compiling; any lifetime, `'static` included, works.
+///
+/// It is neither `Send` nor `Sync`: the thread that built it is the scheduling thread,
+/// the one BPF runs ahead of other tasks, so it must stay on that thread (use
+/// [`Waker`] or a [`Stopper`](crate::Stopper) to reach it from others).
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>() {}
+/// needs_send::<scx_userland::BpfScheduler<'static>>();
+/// ```
 pub struct BpfScheduler<'a> {
     // Field order is drop order: detach first, then unmap, then free the object.
     link: Option<Link>,
@@ -336,12 +366,18 @@ pub struct Stats {
     pub nr_fallback_dispatches: u64,
     /// Wake-ups BPF sent straight to an idle CPU ([`BpfSchedulerBuilder::direct_idle`]).
     pub nr_direct_dispatches: u64,
-    /// Tasks preempted by the scheduler's own thread, which BPF put back at the head of their
-    /// CPU's queue to finish their slice (no round trip: the policy did not preempt them).
+    /// Tasks preempted by the scheduler's own thread, which BPF keeps for their CPU to finish
+    /// their slice (no round trip: the policy did not preempt them). They resume once the
+    /// decisions the scheduler just made are carried out, and the tasks those put in the FIFO
+    /// queue have run (or after 1 ms).
     pub nr_displaced_dispatches: u64,
     /// Tasks a higher sched class's taking of their CPU sent back through enqueue (they are
-    /// placed again instead of waiting behind it).
+    /// placed again instead of waiting behind it), and decisions for a CPU such a class
+    /// holds, sent to any CPU instead.
     pub nr_reenqueued: u64,
+    /// Dispatches to [`RL_CPU_ANY`](crate::RL_CPU_ANY) placed in the vtime-ordered shared
+    /// queue ([`Target::Vtime`](crate::Target::Vtime)).
+    pub nr_vtime_dispatches: u64,
     /// Memory-management kernel threads (kswapd, kcompactd, khugepaged) BPF ran itself.
     pub nr_mm_kthread_dispatches: u64,
     /// Tasks without a task context that BPF ran itself.
@@ -364,7 +400,7 @@ impl std::fmt::Display for Stats {
              kernel_dispatches={} cancel_dispatches={} bounce_dispatches={} \
              failed_dispatches={} sched_congested={} queued_events={} exit_events={} \
              dispatch_records={} stalls={} fallback_dispatches={} direct_dispatches={} \
-             displaced_dispatches={} reenqueued={} mm_kthread_dispatches={} \
+             displaced_dispatches={} reenqueued={} vtime_dispatches={} mm_kthread_dispatches={} \
              untracked_dispatches={} pending_lost={} outstanding={} fallback={}",
             self.nr_online_cpus,
             self.nr_running,
@@ -384,6 +420,7 @@ impl std::fmt::Display for Stats {
             self.nr_direct_dispatches,
             self.nr_displaced_dispatches,
             self.nr_reenqueued,
+            self.nr_vtime_dispatches,
             self.nr_mm_kthread_dispatches,
             self.nr_untracked_dispatches,
             self.nr_pending_lost,
@@ -393,8 +430,32 @@ impl std::fmt::Display for Stats {
     }
 }
 
+/// The number of CPUs to manage: `nr_cpus` if given (1 to the machine's CPU ids), else all of
+/// them; refused when the machine has more CPU ids than the BPF component's per-CPU arrays
+/// hold ([`sys::RL_MAX_CPUS`]): it would not see the CPUs beyond.
+fn check_cpus(nr_cpu_ids: usize, nr_cpus: Option<i64>) -> Result<i64, Error> {
+    let max = sys::RL_MAX_CPUS;
+    let nr_cpu_ids = match u32::try_from(nr_cpu_ids) {
+        Ok(n) if n <= max => n,
+        _ => {
+            return Err(Error::TooManyCpus {
+                nr_cpu_ids: u32::try_from(nr_cpu_ids).unwrap_or(u32::MAX),
+                max,
+            })
+        }
+    };
+    let nr_cpus = nr_cpus.unwrap_or(nr_cpu_ids.into());
+    if nr_cpus < 1 || nr_cpus > nr_cpu_ids.into() {
+        return Err(Error::InvalidNrCpus {
+            nr_cpus,
+            max: nr_cpu_ids,
+        });
+    }
+    Ok(nr_cpus)
+}
+
 impl<'a> BpfScheduler<'a> {
-    /// Load and attach the BPF component (the seed's signature).
+    /// Load and attach the BPF component (the classic `scx_rustland_core` signature).
     ///
     /// - `slice_us`: default time slice, 1 to 1,000,000 us, used when a dispatch says 0.
     /// - `nr_cpus`: CPUs to manage, 1 to the machine's possible CPUs.
@@ -413,13 +474,14 @@ impl<'a> BpfScheduler<'a> {
         full_user: bool,
         debug: bool,
     ) -> Result<Self, Error> {
-        Self::builder()
+        let mut builder = Self::builder()
             .slice_us(slice_us)
-            .nr_cpus(nr_cpus.into())
             .partial(partial)
             .full_user(full_user)
-            .debug(debug)
-            .build()
+            .debug(debug);
+        // The classic i32 as is: a negative count is refused by `build` (InvalidNrCpus).
+        builder.nr_cpus = Some(nr_cpus.into());
+        builder.build()
     }
 
     /// All options, with defaults.
@@ -436,20 +498,7 @@ impl<'a> BpfScheduler<'a> {
             });
         }
         let topo = Topology::new().map_err(Error::io("reading the CPU topology"))?;
-        let nr_cpu_ids = topo.nr_cpus() as u32;
-        if nr_cpu_ids > sys::RL_MAX_CPUS {
-            return Err(Error::TooManyCpus {
-                nr_cpu_ids,
-                max: sys::RL_MAX_CPUS,
-            });
-        }
-        let nr_cpus = opts.nr_cpus.unwrap_or(nr_cpu_ids.into());
-        if nr_cpus < 1 || nr_cpus > nr_cpu_ids.into() {
-            return Err(Error::InvalidNrCpus {
-                nr_cpus,
-                max: nr_cpu_ids,
-            });
-        }
+        let nr_cpus = check_cpus(topo.nr_cpus(), opts.nr_cpus)?;
         if opts.name.is_empty()
             || opts.name.len() > OPS_NAME_MAX
             || !opts
@@ -477,6 +526,9 @@ impl<'a> BpfScheduler<'a> {
                 stall_ms: opts.stall_timeout_ms,
                 timeout_ms: opts.timeout_ms,
             });
+        }
+        if !STALL_GUARD_CAPACITY_RANGE.contains(&opts.stall_guard_capacity) {
+            return Err(Error::InvalidStallGuardCapacity(opts.stall_guard_capacity));
         }
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -625,7 +677,7 @@ impl<'a> BpfScheduler<'a> {
     }
 
     /// Hand a decision to the BPF component: a [`DispatchedTask`](crate::DispatchedTask) (the
-    /// seed's record) or a [`Dispatch`].
+    /// classic record) or a [`Dispatch`].
     ///
     /// Checked here: `pid > 0` ([`Error::InvalidPid`]) and `cpu` is [`RL_CPU_ANY`] or a CPU id
     /// of this machine ([`Error::InvalidCpu`]). Handled safely in BPF and counted: a task that
@@ -784,8 +836,8 @@ impl<'a> BpfScheduler<'a> {
     }
 
     /// Number of possible CPU ids: CPUs are `0..nr_cpu_ids()`.
-    pub fn nr_cpu_ids(&self) -> u32 {
-        self.nr_cpu_ids
+    pub fn nr_cpu_ids(&self) -> usize {
+        self.nr_cpu_ids as usize
     }
 
     /// The machine's topology, as read when the scheduler was built.
@@ -916,6 +968,7 @@ impl<'a> BpfScheduler<'a> {
             nr_direct_dispatches: read!(nr_direct_dispatches),
             nr_displaced_dispatches: read!(nr_displaced_dispatches),
             nr_reenqueued: read!(nr_reenqueued),
+            nr_vtime_dispatches: read!(nr_vtime_dispatches),
             nr_mm_kthread_dispatches: read!(nr_mm_kthread_dispatches),
             nr_untracked_dispatches: read!(nr_untracked_dispatches),
             nr_pending_lost: read!(nr_pending_lost),
@@ -1084,6 +1137,11 @@ fn load(
     rodata.direct_idle = opts.direct_idle;
     rodata.stall_ns = u64::from(opts.stall_timeout_ms) * 1_000_000;
 
+    open.maps
+        .pending
+        .set_max_entries(opts.stall_guard_capacity)
+        .map_err(Error::Load)?;
+
     let ops = open.struct_ops.userland_ops_mut();
     if opts.partial {
         // `SCX_OPS_SWITCH_PARTIAL`: only tasks whose policy is SCHED_EXT are scheduled by us.
@@ -1203,6 +1261,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cpu_counts_beyond_the_bpf_arrays_are_refused() {
+        let max = sys::RL_MAX_CPUS as usize;
+        assert_eq!(check_cpus(max, None).unwrap(), max as i64);
+        assert!(matches!(
+            check_cpus(max + 1, None),
+            Err(Error::TooManyCpus { nr_cpu_ids, .. }) if nr_cpu_ids as usize == max + 1
+        ));
+        assert!(matches!(
+            check_cpus(usize::MAX, Some(1)),
+            Err(Error::TooManyCpus { .. })
+        ));
+        assert_eq!(check_cpus(4, Some(2)).unwrap(), 2);
+        for bad in [0, -1, 5] {
+            assert!(matches!(
+                check_cpus(4, Some(bad)),
+                Err(Error::InvalidNrCpus { max: 4, .. })
+            ));
+        }
+    }
+
+    #[test]
     fn exit_kinds() {
         assert_eq!(ExitKind::from_raw(64), ExitKind::Unregistered);
         assert!(ExitKind::from_raw(1026).is_error());
@@ -1268,6 +1347,12 @@ mod tests {
                 .build(),
             Err(Error::InvalidStallTimeout { .. })
         ));
+        for entries in [0, 15, (1 << 22) + 1, u32::MAX] {
+            assert!(matches!(
+                BpfScheduler::builder().stall_guard_capacity(entries).build(),
+                Err(Error::InvalidStallGuardCapacity(n)) if n == entries
+            ));
+        }
         // SCX_TIMEOUT_MS overrides timeout_ms within the same bounds. (In this test only:
         // the other tests never call build with valid arguments.)
         for (value, expect_env_error) in [("abc", true), ("", true), ("0", false), ("40000", false)]

@@ -77,8 +77,13 @@ pub struct Metrics {
     #[stat(desc = "Tasks the scheduler's own wake-up preempted, put back by BPF")]
     pub nr_displaced_dispatches: u64,
     /// Tasks sent back through enqueue when a higher sched class took their CPU.
-    #[stat(desc = "Tasks placed again because a higher sched class took their CPU")]
+    #[stat(
+        desc = "Tasks placed again, or decisions redirected, because a higher sched class took their CPU"
+    )]
     pub nr_reenqueued: u64,
+    /// Dispatches placed in the vtime-ordered shared queue.
+    #[stat(desc = "Dispatches placed in the vtime-ordered shared queue")]
+    pub nr_vtime_dispatches: u64,
     /// Memory-management kernel threads BPF ran itself.
     #[stat(desc = "kswapd, kcompactd and khugepaged runs BPF dispatched itself")]
     pub nr_mm_kthread_dispatches: u64,
@@ -123,6 +128,7 @@ impl From<Stats> for Metrics {
             nr_direct_dispatches: s.nr_direct_dispatches,
             nr_displaced_dispatches: s.nr_displaced_dispatches,
             nr_reenqueued: s.nr_reenqueued,
+            nr_vtime_dispatches: s.nr_vtime_dispatches,
             nr_mm_kthread_dispatches: s.nr_mm_kthread_dispatches,
             nr_untracked_dispatches: s.nr_untracked_dispatches,
             nr_pending_lost: s.nr_pending_lost,

@@ -20,6 +20,9 @@ pub const RL_QF_IDLE_CPU: u32 = sys::RL_QF_IDLE_CPU;
 pub const RL_QF_KTHREAD: u32 = sys::RL_QF_KTHREAD;
 /// [`QueuedTask::rl_flags`] bit: the task just woke up ([`QueuedTask::is_wakeup`]).
 pub const RL_QF_WAKEUP: u32 = sys::RL_QF_WAKEUP;
+/// [`QueuedTask::rl_flags`] bit: a higher sched class took the CPU the task waited on
+/// ([`QueuedTask::is_reenqueued`]).
+pub const RL_QF_REENQ: u32 = sys::RL_QF_REENQ;
 
 /// `DispatchedTask::cpu` / `Dispatch::cpu` value: run on any CPU the task may use.
 pub const RL_CPU_ANY: i32 = sys::RL_CPU_ANY;
@@ -74,7 +77,8 @@ pub struct QueuedTask {
     pub enq_ts: u64,
     /// The task's virtual time in the kernel's ordering.
     pub vtime: u64,
-    /// [`RL_QF_IDLE_CPU`], [`RL_QF_KTHREAD`], [`RL_QF_WAKEUP`] bits (see the accessors).
+    /// [`RL_QF_IDLE_CPU`], [`RL_QF_KTHREAD`], [`RL_QF_WAKEUP`], [`RL_QF_REENQ`] bits (see the
+    /// accessors).
     pub rl_flags: u32,
     /// The task's command name, NUL-padded.
     pub comm: [u8; 16],
@@ -129,6 +133,12 @@ impl QueuedTask {
         self.rl_flags & RL_QF_WAKEUP != 0
     }
 
+    /// True when the task had been dispatched to a CPU that a higher sched class (real-time,
+    /// deadline) then took: it comes back to be placed again, best on another CPU.
+    pub fn is_reenqueued(&self) -> bool {
+        self.rl_flags & RL_QF_REENQ != 0
+    }
+
     /// True for kernel threads.
     pub fn is_kthread(&self) -> bool {
         self.rl_flags & RL_QF_KTHREAD != 0
@@ -147,7 +157,7 @@ impl QueuedTask {
 
 /// A scheduling decision: run task `pid` on `cpu` for `slice_ns`.
 ///
-/// This is the seed API's record and stays exactly these four fields, so
+/// This is the classic `scx_rustland_core` record and stays exactly these four fields, so
 /// `DispatchedTask { pid, cpu, cpumask_cnt, slice_ns }` always compiles. For a virtual time
 /// or enqueue flags, use [`Dispatch`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -174,7 +184,37 @@ impl DispatchedTask {
     }
 }
 
+/// Which shared queue a dispatch to [`RL_CPU_ANY`] waits in until a CPU takes it.
+///
+/// Every CPU looks in the FIFO queue first and then in the vtime-ordered one, except that a
+/// vtime queue not served for 20 ms goes first once, so neither can starve the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Queue {
+    /// First in, first out ([`Dispatch::head`] puts a task at the front instead).
+    #[default]
+    Fifo,
+    /// Ordered by [`Dispatch::vtime`], smallest first, compared with wrap-around as the
+    /// kernel does; any value is a vtime, 0 included. Tasks with equal vtimes run in the
+    /// order they were dispatched.
+    Vtime,
+}
+
+/// Where a [`Dispatch`] sends its task, in words ([`Dispatch::target`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The local queue of this CPU (BPF redirects it to a CPU the task may use if it may
+    /// not use this one).
+    Cpu(i32),
+    /// Any CPU, through the FIFO shared queue.
+    Fifo,
+    /// Any CPU, through the vtime-ordered shared queue, at this vtime.
+    Vtime(u64),
+}
+
 /// A scheduling decision with everything a modern kernel can take.
+///
+/// The named constructors say where the task goes: [`Dispatch::on_cpu`],
+/// [`Dispatch::fifo`] and [`Dispatch::by_vtime`]; [`Dispatch::target`] says it back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dispatch {
     /// The task's pid.
@@ -185,9 +225,13 @@ pub struct Dispatch {
     pub cpumask_cnt: u64,
     /// Time slice in ns; 0 = default; clamped to [`SLICE_MAX_NS`].
     pub slice_ns: u64,
-    /// For [`RL_CPU_ANY`] dispatches: order among them by this virtual time (smaller runs
-    /// first; compared with wrap-around, like the kernel does). 0 = plain FIFO.
+    /// For [`RL_CPU_ANY`] dispatches to the vtime-ordered queue: the task's place in it.
+    /// A nonzero vtime selects that queue even when [`queue`](Self::queue) is
+    /// [`Queue::Fifo`]; to queue at vtime 0, set `queue` to [`Queue::Vtime`]
+    /// ([`Dispatch::by_vtime`] does). Ignored for a dispatch to a CPU.
     pub vtime: u64,
+    /// For [`RL_CPU_ANY`] dispatches: the shared queue (see [`vtime`](Self::vtime)).
+    pub queue: Queue,
     /// Run soon: preempt whatever runs on `cpu`; with [`RL_CPU_ANY`], wake an idle CPU the
     /// task may use or, if none is idle, preempt the one whose task has run the longest
     /// (at least 200 us; never the scheduler itself).
@@ -200,6 +244,40 @@ impl Dispatch {
     /// A decision for `task`: its own CPU, default slice, FIFO.
     pub fn new(task: &QueuedTask) -> Self {
         DispatchedTask::new(task).into()
+    }
+
+    /// Run `task` on `cpu` (its local queue), default slice.
+    pub fn on_cpu(task: &QueuedTask, cpu: i32) -> Self {
+        Self {
+            cpu,
+            ..Self::new(task)
+        }
+    }
+
+    /// Run `task` on the first CPU it may use that takes it from the FIFO shared queue.
+    pub fn fifo(task: &QueuedTask) -> Self {
+        Self::on_cpu(task, RL_CPU_ANY)
+    }
+
+    /// Run `task` on any CPU it may use, in `vtime` order among the other vtime-ordered
+    /// dispatches (0 is a vtime like any other here).
+    pub fn by_vtime(task: &QueuedTask, vtime: u64) -> Self {
+        Self {
+            vtime,
+            queue: Queue::Vtime,
+            ..Self::fifo(task)
+        }
+    }
+
+    /// Where this decision sends the task.
+    pub fn target(&self) -> Target {
+        if self.cpu >= 0 {
+            Target::Cpu(self.cpu)
+        } else if self.queue == Queue::Vtime || self.vtime != 0 {
+            Target::Vtime(self.vtime)
+        } else {
+            Target::Fifo
+        }
     }
 
     /// Encode as one `dispatched` user ring record (slice clamped, flags packed).
@@ -237,6 +315,9 @@ impl Dispatch {
         }
         if self.head {
             flags |= sys::RL_DF_HEAD as u64;
+        }
+        if self.queue == Queue::Vtime {
+            flags |= sys::RL_DF_VTIME as u64;
         }
         sys::dispatched_task_ctx {
             pid: self.pid,
@@ -294,6 +375,32 @@ mod tests {
         let raw = d.to_raw();
         assert_eq!(raw.slice_ns, SLICE_MAX_NS);
         assert_eq!(raw.flags, (sys::RL_DF_PREEMPT | sys::RL_DF_HEAD) as u64);
+    }
+
+    #[test]
+    fn named_constructors_say_where_the_task_goes() {
+        let t = QueuedTask {
+            pid: 5,
+            cpu: 1,
+            cpumask_cnt: 9,
+            ..QueuedTask::default()
+        };
+        assert_eq!(Dispatch::new(&t).target(), Target::Cpu(1));
+        assert_eq!(Dispatch::on_cpu(&t, 0).target(), Target::Cpu(0));
+        assert_eq!(Dispatch::fifo(&t).target(), Target::Fifo);
+        let v0 = Dispatch::by_vtime(&t, 0);
+        assert_eq!((v0.target(), v0.cpumask_cnt), (Target::Vtime(0), 9));
+        assert_eq!(v0.to_raw().flags, sys::RL_DF_VTIME as u64);
+        // A nonzero vtime alone has always meant the vtime queue.
+        let legacy = Dispatch {
+            vtime: 3,
+            ..Dispatch::fifo(&t)
+        };
+        assert_eq!(
+            (legacy.target(), legacy.to_raw().flags),
+            (Target::Vtime(3), 0)
+        );
+        assert_eq!(Dispatch::fifo(&t).to_raw().flags, 0);
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! Everything is read when the [`Topology`] is built and kept in arrays indexed by CPU id, so
 //! the lookups a policy makes per task ([`Topology::llc_of`], [`Topology::core_of`], …) are
 //! an index, with no syscall and no allocation.
+//!
+//! [`Topology::uniform`] makes up a machine for tests of a policy; with the `scx_utils`
+//! feature, `Topology::from_scx_utils` converts the topology the `scx_utils` crate reads.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,7 +21,7 @@ pub const MAX_CPU_ID: u32 = 65_535;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CpuInfo {
     /// The CPU id.
-    pub cpu: u32,
+    pub cpu: i32,
     /// Its physical core (CPUs of one core are SMT siblings).
     pub core: u32,
     /// Its last-level cache.
@@ -29,16 +32,25 @@ pub struct CpuInfo {
     pub package: u32,
 }
 
+/// What groups one CPU with others, before the groups are numbered densely: CPUs with equal
+/// keys share a core (or an LLC, a node).
+struct RawCpu {
+    core_key: (u32, u32),
+    llc_key: (u32, u32),
+    node: u32,
+    package: u32,
+}
+
 /// The machine's CPUs and how they are grouped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
-    possible: Vec<u32>,
-    online: Vec<u32>,
+    possible: Vec<i32>,
+    online: Vec<i32>,
     /// Indexed by CPU id, `0..nr_cpus()`; `None` for a CPU that is not online.
     cpus: Vec<Option<CpuInfo>>,
-    core_cpus: Vec<Vec<u32>>,
-    llc_cpus: Vec<Vec<u32>>,
-    node_cpus: Vec<Vec<u32>>,
+    core_cpus: Vec<Vec<i32>>,
+    llc_cpus: Vec<Vec<i32>>,
+    node_cpus: Vec<Vec<i32>>,
 }
 
 impl Topology {
@@ -92,12 +104,6 @@ impl Topology {
 
         // Per online CPU: its core (the smallest CPU of its SMT siblings), its LLC (the
         // smallest CPU sharing its highest-level cache) and its package.
-        struct Raw {
-            core_key: (u32, u32),
-            llc_key: (u32, u32),
-            node: u32,
-            package: u32,
-        }
         let mut raw = BTreeMap::new();
         for &cpu in &online {
             let dir = cpu_dir.join(format!("cpu{cpu}"));
@@ -118,7 +124,7 @@ impl Topology {
             let llc_first = highest_cache_shared_first(&dir.join("cache"));
             raw.insert(
                 cpu,
-                Raw {
+                RawCpu {
                     core_key: (package, first_sibling),
                     // Without cache information, the package is the LLC.
                     llc_key: llc_first.map_or((package, u32::MAX), |first| (u32::MAX, first)),
@@ -127,46 +133,89 @@ impl Topology {
                 },
             );
         }
+        Ok(Self::from_raw(possible, online, nr_cpus, &raw))
+    }
 
-        // Dense numbering, in the order of each group's lowest CPU (`raw` iterates by CPU).
+    /// Number the groups of `raw` densely, in the order of each group's lowest CPU (`raw`
+    /// iterates by CPU), and index everything by CPU id (`0..nr_cpus`).
+    fn from_raw(
+        possible: Vec<u32>,
+        online: Vec<u32>,
+        nr_cpus: usize,
+        raw: &BTreeMap<u32, RawCpu>,
+    ) -> Self {
         let mut core_ids = BTreeMap::new();
         let mut llc_ids = BTreeMap::new();
         let mut node_ids = BTreeMap::new();
         let mut cpus = vec![None; nr_cpus];
         let (mut core_cpus, mut llc_cpus, mut node_cpus) = (
-            Vec::<Vec<u32>>::new(),
-            Vec::<Vec<u32>>::new(),
-            Vec::<Vec<u32>>::new(),
+            Vec::<Vec<i32>>::new(),
+            Vec::<Vec<i32>>::new(),
+            Vec::<Vec<i32>>::new(),
         );
-        for (&cpu, r) in &raw {
-            let dense = |ids: &mut BTreeMap<(u32, u32), u32>, groups: &mut Vec<Vec<u32>>, key| {
+        // CPU ids are at most MAX_CPU_ID (parse_cpu_list and the constructors see to it), so
+        // they fit the i32 every CPU id of the API is.
+        let id = |cpu: u32| cpu as i32;
+        for (&cpu, r) in raw {
+            let dense = |ids: &mut BTreeMap<(u32, u32), u32>, groups: &mut Vec<Vec<i32>>, key| {
                 let next = ids.len() as u32;
-                let id = *ids.entry(key).or_insert(next);
-                if id as usize == groups.len() {
+                let group = *ids.entry(key).or_insert(next);
+                if group as usize == groups.len() {
                     groups.push(Vec::new());
                 }
-                groups[id as usize].push(cpu);
-                id
+                groups[group as usize].push(id(cpu));
+                group
             };
             let core = dense(&mut core_ids, &mut core_cpus, r.core_key);
             let llc = dense(&mut llc_ids, &mut llc_cpus, r.llc_key);
             let node = dense(&mut node_ids, &mut node_cpus, (r.node, 0));
-            cpus[cpu as usize] = Some(CpuInfo {
-                cpu,
-                core,
-                llc,
-                node,
-                package: r.package,
-            });
+            if let Some(slot) = cpus.get_mut(cpu as usize) {
+                *slot = Some(CpuInfo {
+                    cpu: id(cpu),
+                    core,
+                    llc,
+                    node,
+                    package: r.package,
+                });
+            }
         }
-        Ok(Self {
-            possible,
-            online,
+        Self {
+            possible: possible.into_iter().map(id).collect(),
+            online: online.into_iter().map(id).collect(),
             cpus,
             core_cpus,
             llc_cpus,
             node_cpus,
-        })
+        }
+    }
+
+    /// A made-up machine, for testing a policy without one: `packages` packages of
+    /// `cores_per_package` cores of `threads_per_core` SMT threads, each package its own LLC
+    /// and NUMA node, every CPU online. CPUs are numbered package by package, core by core:
+    /// CPU `(p * cores_per_package + c) * threads_per_core + t`. `None` when a count is 0 or
+    /// the machine would have CPU ids above [`MAX_CPU_ID`].
+    pub fn uniform(packages: u32, cores_per_package: u32, threads_per_core: u32) -> Option<Self> {
+        let nr_cpus = packages
+            .checked_mul(cores_per_package)?
+            .checked_mul(threads_per_core)?;
+        if nr_cpus == 0 || nr_cpus > MAX_CPU_ID + 1 {
+            return None;
+        }
+        let raw = (0..nr_cpus)
+            .map(|cpu| {
+                let core = cpu / threads_per_core;
+                let package = core / cores_per_package;
+                let info = RawCpu {
+                    core_key: (0, core),
+                    llc_key: (0, package),
+                    node: package,
+                    package,
+                };
+                (cpu, info)
+            })
+            .collect();
+        let all: Vec<u32> = (0..nr_cpus).collect();
+        Some(Self::from_raw(all.clone(), all, nr_cpus as usize, &raw))
     }
 
     /// Number of possible CPUs (the kernel's `nr_cpu_ids`): CPU ids are below it.
@@ -180,7 +229,7 @@ impl Topology {
     }
 
     /// The online CPU ids.
-    pub fn online_cpus(&self) -> &[u32] {
+    pub fn online_cpus(&self) -> &[i32] {
         &self.online
     }
 
@@ -226,23 +275,120 @@ impl Topology {
     }
 
     /// The online CPUs of `cpu`'s core, `cpu` included (empty for an unknown CPU).
-    pub fn smt_siblings(&self, cpu: i32) -> &[u32] {
+    pub fn smt_siblings(&self, cpu: i32) -> &[i32] {
         self.core_of(cpu).map_or(&[], |core| self.core_cpus(core))
     }
 
     /// The online CPUs of core `core`, ascending (empty for an unknown core).
-    pub fn core_cpus(&self, core: u32) -> &[u32] {
+    pub fn core_cpus(&self, core: u32) -> &[i32] {
         self.core_cpus.get(core as usize).map_or(&[], Vec::as_slice)
     }
 
     /// The online CPUs that share last-level cache `llc`, ascending (empty for an unknown LLC).
-    pub fn llc_cpus(&self, llc: u32) -> &[u32] {
+    pub fn llc_cpus(&self, llc: u32) -> &[i32] {
         self.llc_cpus.get(llc as usize).map_or(&[], Vec::as_slice)
     }
 
     /// The online CPUs of NUMA node number `node` (dense, as in [`CpuInfo::node`]).
-    pub fn node_cpus(&self, node: u32) -> &[u32] {
+    pub fn node_cpus(&self, node: u32) -> &[i32] {
         self.node_cpus.get(node as usize).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Why an [`scx_utils::Topology`] could not be converted into a [`Topology`].
+#[cfg(feature = "scx_utils")]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FromScxUtilsError {
+    /// The topology lists no CPU.
+    #[error("the scx_utils topology lists no CPU")]
+    NoCpus,
+    /// A CPU id above [`MAX_CPU_ID`].
+    #[error("CPU id {0} is above the largest supported id ({MAX_CPU_ID})")]
+    CpuIdTooLarge(usize),
+    /// A CPU's node or package id does not fit in 32 bits.
+    #[error("CPU {cpu}: its {what} id {id} does not fit in 32 bits")]
+    IdTooLarge {
+        /// The CPU.
+        cpu: usize,
+        /// `"node"` or `"package"`.
+        what: &'static str,
+        /// The id.
+        id: usize,
+    },
+}
+
+#[cfg(feature = "scx_utils")]
+impl Topology {
+    /// The same machine as `topo`, a topology read by the `scx_utils` crate (feature
+    /// `scx_utils`), for schedulers that already build one: `scx_utils::Topology::new()?`
+    /// then `Topology::from_scx_utils(&topo)?` (or `Topology::try_from(&topo)`).
+    ///
+    /// Every online CPU of `topo` keeps the grouping `scx_utils` gave it: its core, its LLC,
+    /// its NUMA node and its package. The core, LLC and node numbers are then renumbered
+    /// densely in the order of their lowest CPU, as [`Topology::new`] numbers them, so both
+    /// give the same numbers for the same grouping (`scx_utils`' own core and LLC ids are
+    /// its internal counters and are not kept). Where the two may group differently:
+    /// `scx_utils` takes the L3 (else the L2) as the LLC and splits an LLC that spans two
+    /// NUMA nodes; [`Topology::new`] takes the highest-level data cache, whichever nodes
+    /// share it. The possible CPUs are `0..topo.span.len()` (`scx_utils`' mask width).
+    ///
+    /// Errors: [`FromScxUtilsError`] for a topology without CPUs or with ids out of range.
+    pub fn from_scx_utils(topo: &scx_utils::Topology) -> Result<Self, FromScxUtilsError> {
+        if topo.all_cpus.is_empty() {
+            return Err(FromScxUtilsError::NoCpus);
+        }
+        let id32 = |cpu: usize, what: &'static str, id: usize| {
+            u32::try_from(id).map_err(|_| FromScxUtilsError::IdTooLarge { cpu, what, id })
+        };
+        let mut raw = BTreeMap::new();
+        for (&id, cpu) in &topo.all_cpus {
+            let cpu_id = u32::try_from(id)
+                .ok()
+                .filter(|&c| c <= MAX_CPU_ID)
+                .ok_or(FromScxUtilsError::CpuIdTooLarge(id))?;
+            // scx_utils' core and LLC ids are unique machine-wide: they only group here, so
+            // the smallest CPU of the group stands for it (ids past u32 cannot collide).
+            let group_first = |group: Option<Vec<usize>>| {
+                group
+                    .and_then(|g| g.into_iter().min())
+                    .and_then(|c| u32::try_from(c).ok())
+                    .unwrap_or(cpu_id)
+            };
+            let core_first = group_first(
+                topo.all_cores
+                    .get(&cpu.core_id)
+                    .map(|c| c.cpus.keys().copied().collect()),
+            );
+            let llc_first = group_first(
+                topo.all_llcs
+                    .get(&cpu.llc_id)
+                    .map(|l| l.all_cpus.keys().copied().collect()),
+            );
+            raw.insert(
+                cpu_id,
+                RawCpu {
+                    core_key: (0, core_first),
+                    llc_key: (0, llc_first),
+                    node: id32(id, "node", cpu.node_id)?,
+                    package: id32(id, "package", cpu.package_id)?,
+                },
+            );
+        }
+        let online: Vec<u32> = raw.keys().copied().collect();
+        let max_online = online.last().map_or(0, |&c| c as usize + 1);
+        let nr_cpus = topo.span.len().clamp(max_online, MAX_CPU_ID as usize + 1);
+        let possible = (0..nr_cpus as u32).collect();
+        Ok(Self::from_raw(possible, online, nr_cpus, &raw))
+    }
+}
+
+#[cfg(feature = "scx_utils")]
+impl TryFrom<&scx_utils::Topology> for Topology {
+    type Error = FromScxUtilsError;
+
+    /// [`Topology::from_scx_utils`].
+    fn try_from(topo: &scx_utils::Topology) -> Result<Self, Self::Error> {
+        Self::from_scx_utils(topo)
     }
 }
 
@@ -412,6 +558,25 @@ mod tests {
     }
 
     #[test]
+    fn uniform_machines() {
+        let t = Topology::uniform(2, 2, 2).unwrap();
+        assert_eq!((t.nr_cpus(), t.nr_online_cpus()), (8, 8));
+        assert_eq!((t.nr_cores(), t.nr_llcs(), t.nr_nodes()), (4, 2, 2));
+        assert_eq!(t.smt_siblings(3), &[2, 3]);
+        assert_eq!(t.llc_cpus(1), &[4, 5, 6, 7]);
+        assert_eq!(t.cpu(5).unwrap().package, 1);
+        assert_eq!(t.node_of(4), Some(1));
+        assert!(Topology::uniform(0, 2, 2).is_none());
+        assert!(Topology::uniform(2, 0, 1).is_none());
+        assert!(Topology::uniform(u32::MAX, u32::MAX, 2).is_none());
+        assert!(Topology::uniform(1, MAX_CPU_ID + 2, 1).is_none());
+        assert_eq!(
+            Topology::uniform(1, MAX_CPU_ID + 1, 1).unwrap().nr_cpus(),
+            MAX_CPU_ID as usize + 1
+        );
+    }
+
+    #[test]
     fn missing_cache_and_node_information() {
         let root = tempdir("bare");
         write(&root, "cpu/possible", "0-3\n");
@@ -435,13 +600,67 @@ mod tests {
         assert!(Topology::from_sysfs(Path::new("/nonexistent")).is_err());
     }
 
+    /// scx_utils and sysfs read this machine the same way. Core, LLC and node numbers are
+    /// compared as they are: both sides number their groups densely by lowest CPU, so equal
+    /// groupings give equal numbers whatever ids scx_utils uses inside.
+    #[cfg(feature = "scx_utils")]
+    #[test]
+    fn scx_utils_reads_this_machine_the_same_way() {
+        let theirs = scx_utils::Topology::new().expect("scx_utils reads the topology");
+        let converted = Topology::try_from(&theirs).expect("conversion");
+        let ours = Topology::new().unwrap();
+        assert_eq!(converted.nr_cpus(), ours.nr_cpus());
+        assert_eq!(converted.online_cpus(), ours.online_cpus());
+        assert_eq!(
+            (
+                converted.nr_cores(),
+                converted.nr_llcs(),
+                converted.nr_nodes()
+            ),
+            (ours.nr_cores(), ours.nr_llcs(), ours.nr_nodes())
+        );
+        assert_eq!(ours.online_cpus().len(), theirs.all_cpus.len());
+        for &cpu in ours.online_cpus() {
+            assert_eq!(converted.cpu(cpu), ours.cpu(cpu), "CPU {cpu}");
+            assert_eq!(
+                converted.smt_siblings(cpu),
+                ours.smt_siblings(cpu),
+                "CPU {cpu}"
+            );
+            // And against scx_utils' own view, through its structures.
+            let their_cpu = &theirs.all_cpus[&(cpu as usize)];
+            let their_siblings: Vec<i32> = theirs.all_cores[&their_cpu.core_id]
+                .cpus
+                .keys()
+                .map(|&c| c as i32)
+                .collect();
+            assert_eq!(
+                ours.smt_siblings(cpu),
+                their_siblings.as_slice(),
+                "CPU {cpu}"
+            );
+            assert_eq!(
+                ours.cpu(cpu).unwrap().package as usize,
+                their_cpu.package_id,
+                "CPU {cpu}"
+            );
+        }
+        println!(
+            "scx_utils and sysfs agree: {} CPUs, {} cores, {} LLCs, {} nodes",
+            ours.nr_online_cpus(),
+            ours.nr_cores(),
+            ours.nr_llcs(),
+            ours.nr_nodes()
+        );
+    }
+
     #[test]
     fn this_machine() {
         let t = Topology::new().unwrap();
         assert!(t.nr_cpus() >= t.nr_online_cpus() && t.nr_online_cpus() >= 1);
         for &cpu in t.online_cpus() {
-            let info = t.cpu(cpu as i32).unwrap();
-            assert!(t.smt_siblings(cpu as i32).contains(&cpu));
+            let info = t.cpu(cpu).unwrap();
+            assert!(t.smt_siblings(cpu).contains(&cpu));
             assert!(t.llc_cpus(info.llc).contains(&cpu));
         }
     }

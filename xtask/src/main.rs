@@ -1,9 +1,11 @@
 //! `cargo xtask …`: the project's developer commands. One module per subcommand.
 
 mod codegen;
+mod guest_once;
 mod kernel;
 mod package;
 mod setup;
+mod sim_compare;
 mod test_all;
 mod vm_bench;
 mod vm_run;
@@ -39,6 +41,8 @@ enum Command {
     VmBench(vm_bench::VmBenchArgs),
     /// Package the publishable crates, verified; `--outside-check`: build and run a crate from them.
     Package(package::PackageArgs),
+    /// Run scenarios in the simulator and in a sched_ext VM, and compare how each orders the policies.
+    SimCompare(sim_compare::SimCompareArgs),
     /// Run every test: host unit tests, codegen drift check, and the VM suite.
     Test(test_all::TestArgs),
 }
@@ -76,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Command::VmRun(args) => vm_run::run(args),
         Command::VmBench(args) => vm_bench::run(args),
         Command::Package(args) => package::run(args),
+        Command::SimCompare(args) => sim_compare::run(args),
         Command::Test(args) => test_all::run(args),
     }
 }

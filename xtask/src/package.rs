@@ -111,6 +111,8 @@ pub fn run(args: PackageArgs) -> Result<()> {
         }
     }
 
+    forget_unpacked(&crates)?;
+
     let mut cmd = cargo();
     cmd.current_dir(&root)
         .env("CARGO_TARGET_DIR", &verify_dir)
@@ -140,6 +142,40 @@ pub fn run(args: PackageArgs) -> Result<()> {
 
     if args.outside_check {
         outside_check(&root, &target_dir, &crates, &args, &mut log)?;
+    }
+    Ok(())
+}
+
+/// Removes cargo's unpacked copies of our own crates taken from a *local* registry.
+///
+/// Cargo unpacks every registry crate once into `$CARGO_HOME/registry/src/<source>/`
+/// and reuses that folder whenever the source and version match, without comparing the
+/// contents. The temporary registry `cargo package` verifies against sits at the same path on
+/// every run and our version does not change between commits, so without this the verify
+/// build compiles the sources of the *first* run ever made in this checkout path. Local
+/// registries are the folders whose name starts with `-` (no host); crates.io's are left alone.
+fn forget_unpacked(crates: &[Crate]) -> Result<()> {
+    let cargo_home = match env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => match env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".cargo"),
+            None => return Ok(()),
+        },
+    };
+    let Ok(sources) = fs::read_dir(cargo_home.join("registry").join("src")) else {
+        return Ok(());
+    };
+    for source in sources.flatten() {
+        if !source.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for c in crates {
+            let unpacked = source.path().join(c.file_stem());
+            if unpacked.exists() {
+                fs::remove_dir_all(&unpacked)
+                    .with_context(|| format!("removing the stale {}", unpacked.display()))?;
+            }
+        }
     }
     Ok(())
 }

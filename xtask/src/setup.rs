@@ -41,6 +41,14 @@ pub enum Need {
     Keyring,
     /// The `zstd` tool.
     Zstd,
+    /// `perf` (linux-perf), whose `perf bench sched …` vm-bench runs in the guest.
+    Perf,
+    /// rt-tests' `hackbench` and `cyclictest`, which vm-bench runs in the guest.
+    RtTests,
+    /// `clang` (as `BPF_CLANG`) and the libseccomp, libelf and zlib development files, to
+    /// build the upstream schedulers of
+    /// `vm-bench --baseline upstream`.
+    UpstreamBuild,
 }
 
 /// Every need, in the order `setup` reports them.
@@ -55,6 +63,9 @@ pub const ALL: &[Need] = &[
     Need::DpkgDeb,
     Need::Keyring,
     Need::Zstd,
+    Need::Perf,
+    Need::RtTests,
+    Need::UpstreamBuild,
 ];
 
 /// Every Debian package the project needs (`cargo xtask setup` installs these).
@@ -71,6 +82,9 @@ pub const PACKAGES: &[&str] = &[
     "debian-archive-keyring",
     "zstd",
     "dpkg",
+    "linux-perf",
+    "rt-tests",
+    "libseccomp-dev",
 ];
 
 /// The Debian archive keyring the kernel downloads are verified with.
@@ -90,6 +104,15 @@ impl Need {
             Need::DpkgDeb => &["dpkg"],
             Need::Keyring => &["debian-archive-keyring"],
             Need::Zstd => &["zstd"],
+            Need::Perf => &["linux-perf"],
+            Need::RtTests => &["rt-tests"],
+            Need::UpstreamBuild => &[
+                "clang-19",
+                "libseccomp-dev",
+                "libelf-dev",
+                "zlib1g-dev",
+                "pkg-config",
+            ],
         }
     }
 
@@ -106,6 +129,11 @@ impl Need {
             Need::DpkgDeb => "unpacking kernel packages",
             Need::Keyring => "verifying kernel downloads",
             Need::Zstd => "zstd (de)compression",
+            Need::Perf => "vm-bench's perf bench workloads",
+            Need::RtTests => "vm-bench's hackbench and cyclictest workloads",
+            Need::UpstreamBuild => {
+                "building the upstream schedulers (vm-bench --baseline upstream)"
+            }
         }
     }
 
@@ -164,6 +192,28 @@ impl Need {
                 }
             }
             Need::Zstd => prog("zstd").map(shown),
+            Need::Perf => perf_path().map(shown).ok_or_else(|| {
+                "no perf executable (an ELF /usr/bin/perf or /usr/bin/perf_<version>)".into()
+            }),
+            Need::RtTests => {
+                prog("cyclictest")?;
+                prog("hackbench").map(shown)
+            }
+            Need::UpstreamBuild => {
+                let clang = clang_path().ok_or("`clang-19`/`clang` not on PATH")?;
+                let pc = prog("pkg-config")?;
+                let ok = Command::new(&pc)
+                    .args(["--exists", "libseccomp", "libelf", "zlib"])
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                if ok {
+                    Ok(format!("{}, libseccomp, libelf and zlib", clang.display()))
+                } else {
+                    Err("`pkg-config --exists libseccomp libelf zlib` fails".into())
+                }
+            }
         }
     }
 }
@@ -181,6 +231,9 @@ impl fmt::Display for Need {
             Need::DpkgDeb => "dpkg-deb",
             Need::Keyring => "debian keyring",
             Need::Zstd => "zstd",
+            Need::Perf => "perf",
+            Need::RtTests => "rt-tests",
+            Need::UpstreamBuild => "upstream build deps",
         };
         f.write_str(name)
     }
@@ -216,6 +269,37 @@ pub fn bpftool_path() -> Option<PathBuf> {
 /// `qemu-system-x86_64`.
 pub fn qemu_path() -> Option<PathBuf> {
     find_program("qemu-system-x86_64")
+}
+
+/// The perf executable itself. Debian's `/usr/bin/perf` is either perf (an ELF) or a
+/// wrapper script that runs `perf_<version>` for the running kernel; a guest runs another
+/// kernel, so it gets the newest `perf_<version>` ELF.
+pub fn perf_path() -> Option<PathBuf> {
+    perf_in(Path::new("/usr/bin"))
+}
+
+fn perf_in(dir: &Path) -> Option<PathBuf> {
+    let is_elf = |p: &Path| is_executable(p) && is_static_elf(p).is_some();
+    let plain = dir.join("perf");
+    if is_elf(&plain) {
+        return Some(plain);
+    }
+    let mut versioned: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let version = name.strip_prefix("perf_")?;
+            let key: Vec<u64> = version
+                .split(['.', '-'])
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            Some((key, e.path()))
+        })
+        .filter(|(_, p)| is_elf(p))
+        .collect();
+    versioned.sort();
+    versioned.pop().map(|(_, p)| p)
 }
 
 fn libclang_path() -> Option<PathBuf> {
@@ -979,6 +1063,31 @@ mod tests {
         assert_eq!(elf_is_static(&elf_with_phdrs(&[1, 1, 4])), Some(true));
         assert_eq!(elf_is_static(&elf_with_phdrs(&[6, 3, 1])), Some(false));
         assert_eq!(elf_is_static(b"#!/bin/sh\n"), None);
+    }
+
+    #[test]
+    fn finds_the_perf_executable_behind_the_wrapper() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtask-perf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let put = |name: &str, data: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, data).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let elf = elf_with_phdrs(&[3, 1]);
+        assert_eq!(perf_in(&dir), None);
+        put("perf", b"#!/bin/sh\nexec perf_$(uname -r) \"$@\"\n");
+        put("perf_6.1", &elf);
+        let newest = put("perf_6.12", &elf);
+        put("perf_7.0", b"#!/bin/sh\n"); // not an ELF
+        put("perf_x", &elf); // not a version
+        assert_eq!(perf_in(&dir), Some(newest));
+        let plain = put("perf", &elf);
+        assert_eq!(perf_in(&dir), Some(plain));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

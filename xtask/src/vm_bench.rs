@@ -4,9 +4,16 @@
 //! The guest side is `vm/tests/src/bin/vm-bench.rs` (it documents the workloads, the metrics
 //! and its `bench: {json}` console lines). This side builds the guest with vm-test's
 //! machinery, boots one kernel, keeps the whole console in a log file, parses the result lines
-//! from it, and prints a table of medians with ratios to `default`, the issue's targets, and
+//! from it, and prints a table of medians with ratios to `default`, the targets, and
 //! (with `--compare`) the ratios to an earlier run. Results are written to
 //! `target/vm-bench/<timestamp>.json` and `target/vm-bench/latest.json`.
+//!
+//! `--baseline upstream` adds the upstream schedulers ([`upstream`]) to the same boot and a
+//! table of our schedulers' ratios to the best upstream figure; `--ab REV_A,REV_B` runs two
+//! builds of scx-fifo against each other ([`ab`]).
+
+mod ab;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +26,7 @@ use scx_userland_vm::image::{Plan, PlanTest};
 use scx_userland_vm::kernel::KernelSelect;
 use scx_userland_vm::qemu::{self, VmOptions};
 
+use crate::setup::Need;
 use crate::vm_test::{self, GuestProgram, ProgramKind, GUEST_PROGRAMS};
 
 /// The guest program (a binary of the vm-tests package).
@@ -26,7 +34,25 @@ const GUEST: &str = "vm-bench";
 /// The plan's test name.
 const PLAN_NAME: &str = "vm-bench";
 const DEFAULT_SCHEDULERS: &str = "default,scx-fifo,vruntime";
-const WORKLOADS: &[&str] = &["pingpong", "pingpong_hogs", "messages", "forkexec"];
+const WORKLOADS: &[&str] = &[
+    "pingpong",
+    "pingpong_hogs",
+    "messages",
+    "forkexec",
+    "hackbench",
+    "perf_messaging",
+    "perf_pipe",
+    "cyclictest",
+];
+/// The workloads that run a third-party tool, and the guest programs they need.
+const TOOL_WORKLOADS: &[(&str, &str)] = &[
+    ("hackbench", "hackbench"),
+    ("perf_messaging", "perf"),
+    ("perf_pipe", "perf"),
+    ("cyclictest", "cyclictest"),
+];
+/// The schedulers of an A/B run.
+const AB_SCHEDULERS: [&str; 3] = ["default", ab::NAMES[0], ab::NAMES[1]];
 /// Identifies the JSON files this command writes.
 const FORMAT: &str = "scx-userland vm-bench 1";
 
@@ -49,8 +75,26 @@ const FORMAT: &str = "scx-userland vm-bench 1";
         receiver: elapsed seconds; plus the scheduler's CPU time (utime+stime) in percent of \
         one CPU over that time, and its user-space dispatches per second, from its `final` counters line over the time \
         it was attached), forkexec (fork+exec /bin/true and wait, --forks times: per \
+        second). Standard third-party tools, put into the guest with their libraries: \
+        hackbench (rt-tests' `hackbench -g GROUPS -l MSG_LOOPS`: seconds), perf_messaging \
+        (`perf bench sched messaging -g GROUPS -l MSG_LOOPS`: seconds), perf_pipe (`perf \
+        bench sched pipe -l PIPE_LOOPS`: µs per operation), cyclictest (the wake-up latency \
+        of a 1 ms periodic SCHED_OTHER task beside 2 CPU hogs, `cyclictest --policy=other -i \
+        1000` for --duration: average and maximum in µs, and the hogs' loop iterations per \
         second). Every scheduler run also measures attach (launch to `enabled`), detach \
         (SIGINT to process exit) and disabled (SIGINT to `disabled`).\n\n\
+        --baseline upstream builds scx_rlfifo and scx_rustland 1.1.4 from crates.io once \
+        (`cargo install --locked` into target/upstream; needs clang and libseccomp-dev, which \
+        `cargo xtask setup` installs) and runs them in the same boot, after default: default, \
+        scx_rlfifo, scx_rustland, scx-fifo, vruntime. A second table gives our schedulers' \
+        ratios to the best upstream figure of each metric (the lowest, or the highest where \
+        higher is better).\n\n\
+        --ab REV_A,REV_B builds scx-fifo at two git revisions (exported with git archive into \
+        target/ab, built in release, cached by commit) and runs them as scx-fifo-a and \
+        scx-fifo-b, interleaved with default, for at least 3 rounds. Its table gives each \
+        metric's two medians, B/A, each side's range over the rounds, and a verdict: `A \
+        better` or `B better` only when the two ranges do not overlap and the medians differ \
+        by more than the wider range; otherwise `within noise`.\n\n\
         Prints a table of medians over the measured rounds, with each scheduler's ratio to \
         default (x0.95 = 0.95 times the default's value; see the `better` column for which \
         way is good), the issue's targets, and with --compare the ratios of this run to an \
@@ -59,7 +103,9 @@ const FORMAT: &str = "scx-userland vm-bench 1";
         DIR). Absolute times under TCG are meaningless: compare ratios within one boot. \
         Nothing is asserted about the figures; the command fails only if the guest \
         misbehaved or a run failed (a scheduler did not attach, died, or ignored SIGINT).\n\n\
-        Examples:\n  cargo xtask vm-bench --schedulers default,scx-fifo\n  cargo xtask vm-bench \
+        Examples:\n  cargo xtask vm-bench --baseline upstream --offline\n  cargo xtask vm-bench \
+        --ab HEAD~1,HEAD --workloads hackbench,cyclictest\n  cargo xtask vm-bench \
+        --schedulers default,scx-fifo\n  cargo xtask vm-bench \
         --workloads pingpong_hogs --sched-args 'scx-fifo=--slice-us 1000'\n  cargo xtask \
         vm-bench --compare target/vm-bench/20250101T120000Z.json\n  cargo xtask vm-bench \
         --show target/vm-bench/latest.json"
@@ -87,8 +133,8 @@ pub struct VmBenchArgs {
     #[arg(long, value_name = "LIST")]
     pub schedulers: Option<String>,
 
-    /// Workloads, comma separated: pingpong, pingpong_hogs, messages, forkexec [default:
-    /// all].
+    /// Workloads, comma separated: pingpong, pingpong_hogs, messages, forkexec, hackbench,
+    /// perf_messaging, perf_pipe, cyclictest [default: all].
     #[arg(long, value_name = "LIST")]
     pub workloads: Option<String>,
 
@@ -110,8 +156,32 @@ pub struct VmBenchArgs {
     #[arg(long, value_name = "N", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     pub forks: u32,
 
+    /// Groups (of 20 senders and 20 receivers) of hackbench and perf_messaging.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub groups: u32,
+
+    /// Loops (messages per sender and receiver) of hackbench and perf_messaging.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub msg_loops: u32,
+
+    /// Operations of perf_pipe.
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pipe_loops: u32,
+
+    /// Also run a baseline's schedulers in the same boot: `upstream` = scx_rlfifo and
+    /// scx_rustland 1.1.4 from crates.io (built once into target/upstream), run after
+    /// `default`; adds a table of ratios to the best upstream figure.
+    #[arg(long, value_name = "SET", value_enum)]
+    pub baseline: Option<Baseline>,
+
+    /// A/B: build scx-fifo at two git revisions (e.g. HEAD~1,HEAD; cached by commit in
+    /// target/ab) and run them as scx-fifo-a and scx-fifo-b with default, interleaved, at
+    /// least 3 rounds; prints both medians, B/A and a verdict per metric.
+    #[arg(long, value_name = "REV_A,REV_B", conflicts_with_all = ["baseline", "schedulers"])]
+    pub ab: Option<String>,
+
     /// Timeout in seconds for the benchmark inside the guest (the boot gets 180 s more).
-    #[arg(long, value_name = "SECS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 
     /// Also print the ratio of this run's medians to those of an earlier run's JSON file.
@@ -126,6 +196,13 @@ pub struct VmBenchArgs {
 // ---------------------------------------------------------------------------------------------
 // Metrics
 // ---------------------------------------------------------------------------------------------
+
+/// The schedulers `--baseline` adds.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// scx_rlfifo and scx_rustland 1.1.4 (crates.io).
+    Upstream,
+}
 
 /// Which way a metric is good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +236,12 @@ const ROWS: &[(&str, &str, Better)] = &[
     ("messages", "sched_cpu_pct", Better::Lower),
     ("messages", "dispatches_per_s", Better::Neither),
     ("forkexec", "per_s", Better::Higher),
+    ("hackbench", "time_s", Better::Lower),
+    ("perf_messaging", "time_s", Better::Lower),
+    ("perf_pipe", "us_per_op", Better::Lower),
+    ("cyclictest", "avg_us", Better::Lower),
+    ("cyclictest", "max_us", Better::Lower),
+    ("cyclictest", "hog_ips", Better::Higher),
     ("sched", "attach_s", Better::Lower),
     ("sched", "detach_s", Better::Lower),
     ("sched", "disabled_s", Better::Lower),
@@ -478,6 +561,83 @@ pub(crate) fn render_table(m: &Medians, schedulers: &[String]) -> String {
     render_grid(&head, &rows, 2)
 }
 
+/// The best upstream figure of a metric and whose it is: the lowest, or the highest where
+/// higher is better; `None` for a metric without a direction or without upstream data.
+fn best_upstream<'a>(
+    m: &Medians,
+    w: &str,
+    metric: &str,
+    better: Better,
+    upstream: &'a [String],
+) -> Option<(f64, &'a str)> {
+    let figures = upstream
+        .iter()
+        .filter_map(|s| Some((get(m, w, metric, s)?, s.as_str())));
+    match better {
+        Better::Lower => figures.min_by(|a, b| a.0.total_cmp(&b.0)),
+        Better::Higher => figures.max_by(|a, b| a.0.total_cmp(&b.0)),
+        Better::Neither => None,
+    }
+}
+
+/// `value / best upstream` of one of our schedulers.
+fn vs_best_upstream(
+    m: &Medians,
+    w: &str,
+    metric: &str,
+    better: Better,
+    s: &str,
+    upstream: &[String],
+) -> Option<f64> {
+    let (best, _) = best_upstream(m, w, metric, better, upstream)?;
+    ratio(get(m, w, metric, s)?, best)
+}
+
+/// `better`, `worse` or `equal` for a ratio to a reference, by the metric's direction.
+fn judge(r: f64, better: Better) -> &'static str {
+    let good = match better {
+        Better::Lower => r < 1.0,
+        Better::Higher => r > 1.0,
+        Better::Neither => return "",
+    };
+    if r == 1.0 {
+        "equal"
+    } else if good {
+        "better"
+    } else {
+        "worse"
+    }
+}
+
+/// Our schedulers against the best upstream figure of each metric.
+pub(crate) fn render_vs_upstream(m: &Medians, ours: &[String], upstream: &[String]) -> String {
+    let mut head = vec![
+        "workload/metric".to_string(),
+        "better".to_string(),
+        "best upstream".to_string(),
+    ];
+    head.extend(ours.iter().map(|s| format!("{s} / best")));
+    let rows: Vec<Vec<String>> = shown_rows(m)
+        .into_iter()
+        .filter_map(|(w, metric, better)| {
+            let (best, who) = best_upstream(m, w, metric, better, upstream)?;
+            let mut row = vec![
+                format!("{w}/{metric}"),
+                better.word().to_string(),
+                format!("{} {who}", fmt_value(best)),
+            ];
+            for s in ours {
+                row.push(match get(m, w, metric, s).and_then(|v| ratio(v, best)) {
+                    Some(r) => format!("{} {}", fmt_ratio(Some(r)), judge(r, better)),
+                    None => "-".to_string(),
+                });
+            }
+            Some(row)
+        })
+        .collect();
+    render_grid(&head, &rows, 2)
+}
+
 /// Ratios of this run's medians to an earlier run's.
 pub(crate) fn render_compare(now: &Medians, before: &Medians, schedulers: &[String]) -> String {
     let mut head = vec!["workload/metric".to_string(), "better".to_string()];
@@ -499,7 +659,17 @@ pub(crate) fn render_compare(now: &Medians, before: &Medians, schedulers: &[Stri
     render_grid(&head, &rows, 2)
 }
 
-/// One of the issue's targets, judged on this run.
+/// The standard workloads' metrics scx-fifo should match the best upstream scheduler on.
+const STANDARD: &[(&str, &str, &str)] = &[
+    ("hackbench", "time_s", "hackbench time"),
+    ("perf_messaging", "time_s", "perf messaging time"),
+    ("perf_pipe", "us_per_op", "perf pipe µs/op"),
+    ("cyclictest", "avg_us", "wake-up latency beside 2 hogs, avg"),
+    ("cyclictest", "max_us", "wake-up latency beside 2 hogs, max"),
+    ("forkexec", "per_s", "fork rate"),
+];
+
+/// A target, judged on this run.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Target {
     pub what: String,
@@ -531,8 +701,8 @@ impl Target {
     }
 }
 
-/// The targets of the issue "Benchmarks and speed" for the schedulers in this run.
-pub(crate) fn targets(m: &Medians, schedulers: &[String]) -> Vec<Target> {
+/// The targets for the schedulers in this run (`upstream`: the upstream schedulers in it).
+pub(crate) fn targets(m: &Medians, schedulers: &[String], upstream: &[String]) -> Vec<Target> {
     let has = |s: &str| schedulers.iter().any(|x| x == s);
     let vs_default = |w: &str, metric: &str, s: &str| {
         ratio(get(m, w, metric, s)?, get(m, w, metric, "default")?)
@@ -582,7 +752,41 @@ pub(crate) fn targets(m: &Medians, schedulers: &[String]) -> Vec<Target> {
         ">=",
         0.9,
     );
-    for s in schedulers.iter().filter(|s| *s != "default") {
+    rel(
+        "wake-up latency beside 2 hogs (cyclictest avg)",
+        "cyclictest",
+        "avg_us",
+        "scx-fifo",
+        "<=",
+        2.0,
+    );
+    rel(
+        "hog work beside the ping-pong",
+        "pingpong_hogs",
+        "hog_ips",
+        "scx-fifo",
+        ">=",
+        0.9,
+    );
+    if has("scx-fifo") && !upstream.is_empty() {
+        for &(w, metric, what) in STANDARD {
+            let better = ROWS
+                .iter()
+                .find(|r| r.0 == w && r.1 == metric)
+                .map_or(Better::Neither, |r| r.2);
+            out.push(Target {
+                what: format!("{what} scx-fifo vs best upstream"),
+                value: vs_best_upstream(m, w, metric, better, "scx-fifo", upstream),
+                op: if better == Better::Higher { ">=" } else { "<=" },
+                limit: 1.0,
+                unit: "x",
+            });
+        }
+    }
+    for s in schedulers
+        .iter()
+        .filter(|s| *s != "default" && !upstream.contains(s))
+    {
         out.push(Target {
             what: format!("attach {s}"),
             value: get(m, "sched", "attach_s", s),
@@ -686,6 +890,8 @@ struct Saved {
     medians: Medians,
     samples: Vec<Sample>,
     schedulers: Vec<String>,
+    /// The A/B sides, described (empty unless an A/B run).
+    ab: Vec<String>,
     label: String,
 }
 
@@ -715,10 +921,17 @@ fn load(path: &Path) -> Result<Saved> {
         .flatten()
         .filter_map(sample_from_json)
         .collect();
+    let ab = v["ab"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["describe"].as_str().map(String::from))
+        .collect();
     Ok(Saved {
         medians: medians_from_json(&v["medians"]),
         samples,
         schedulers,
+        ab,
         label: format!(
             "{} ({}, {}, {} rounds)",
             path.display(),
@@ -767,12 +980,14 @@ fn resolve_schedulers(
     list: &[String],
     explicit: bool,
     known: &[GuestProgram],
+    external: &[String],
     example_exists: impl Fn(&str) -> bool,
 ) -> Result<(Vec<GuestProgram>, Vec<String>)> {
     let mut programs: Vec<GuestProgram> = known.to_vec();
     let mut run = Vec::new();
     for s in list {
-        if s == "default" {
+        if s == "default" || external.contains(s) {
+            // Nothing to build here (an external program is built elsewhere).
             run.push(s.clone());
             continue;
         }
@@ -810,8 +1025,64 @@ fn resolve_schedulers(
     Ok((programs, run))
 }
 
-/// The guest command line.
-fn guest_argv(args: &VmBenchArgs, schedulers: &[String], workloads: &[String]) -> Vec<String> {
+/// The scheduler list: `--schedulers` (or the default list, or the A/B list), with the
+/// upstream schedulers inserted after `default` unless the list names them.
+fn scheduler_list(args: &VmBenchArgs) -> Vec<String> {
+    if args.ab.is_some() {
+        return AB_SCHEDULERS.iter().map(|s| s.to_string()).collect();
+    }
+    let mut list = split_list(args.schedulers.as_deref().unwrap_or(DEFAULT_SCHEDULERS));
+    if args.baseline == Some(Baseline::Upstream) {
+        let at = list
+            .iter()
+            .position(|s| s == "default")
+            .map_or(0, |i| i + 1);
+        let missing: Vec<String> = upstream::SCHEDULERS
+            .iter()
+            .filter(|u| !list.iter().any(|s| s == *u))
+            .map(|u| u.to_string())
+            .collect();
+        list.splice(at..at, missing);
+    }
+    list
+}
+
+/// The upstream schedulers among these.
+fn upstream_in(schedulers: &[String]) -> Vec<String> {
+    schedulers
+        .iter()
+        .filter(|s| upstream::SCHEDULERS.contains(&s.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// The guest programs the selected workloads need.
+fn tools_for(workloads: &[String]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for (w, tool) in TOOL_WORKLOADS {
+        if workloads.iter().any(|x| x == w) && !out.contains(tool) {
+            out.push(tool);
+        }
+    }
+    out
+}
+
+/// The host executable of a tool the guest gets as `/bin/<tool>`.
+fn tool_path(tool: &str) -> Result<PathBuf> {
+    let found = match tool {
+        "perf" => crate::setup::perf_path(),
+        other => crate::setup::find_program(other),
+    };
+    found.with_context(|| format!("no `{tool}` on this host; run `cargo xtask setup` as root"))
+}
+
+/// The guest command line; `sched_args` are added after `--sched-args`.
+fn guest_argv(
+    args: &VmBenchArgs,
+    schedulers: &[String],
+    workloads: &[String],
+    sched_args: &[String],
+) -> Vec<String> {
     let mut argv = vec![
         format!("/bin/{GUEST}"),
         "--rounds".into(),
@@ -828,8 +1099,14 @@ fn guest_argv(args: &VmBenchArgs, schedulers: &[String], workloads: &[String]) -
         args.loops.to_string(),
         "--forks".into(),
         args.forks.to_string(),
+        "--groups".into(),
+        args.groups.to_string(),
+        "--msg-loops".into(),
+        args.msg_loops.to_string(),
+        "--pipe-loops".into(),
+        args.pipe_loops.to_string(),
     ];
-    for s in &args.sched_args {
+    for s in sched_args.iter().chain(&args.sched_args) {
         argv.push("--sched-args".into());
         argv.push(s.clone());
     }
@@ -839,6 +1116,12 @@ fn guest_argv(args: &VmBenchArgs, schedulers: &[String], workloads: &[String]) -
 fn validate(args: &VmBenchArgs, schedulers: &[String]) -> Result<Vec<String>> {
     if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 3600.0) {
         bail!("--duration: {} is not in (0, 3600] seconds", args.duration);
+    }
+    if args.ab.is_some() && args.rounds < 3 {
+        bail!(
+            "--ab needs at least 3 measured rounds for its verdicts (--rounds {})",
+            args.rounds
+        );
     }
     let workloads = match &args.workloads {
         Some(w) => split_list(w),
@@ -866,16 +1149,45 @@ fn validate(args: &VmBenchArgs, schedulers: &[String]) -> Result<Vec<String>> {
     Ok(workloads)
 }
 
+/// Every table of a run: medians with ratios to default, noisy figures, ratios to the best
+/// upstream figure (when upstream schedulers ran), the A/B comparison (when it is one), and
+/// the targets.
+fn print_tables(med: &Medians, samples: &[Sample], schedulers: &[String], ab_sides: &[String]) {
+    print!("{}", render_table(med, schedulers));
+    print!("{}", render_noisy(&noisy(samples)));
+    let upstream = upstream_in(schedulers);
+    let ours: Vec<String> = schedulers
+        .iter()
+        .filter(|s| *s != "default" && !upstream.contains(s))
+        .cloned()
+        .collect();
+    if !upstream.is_empty() && !ours.is_empty() {
+        println!();
+        println!(
+            "ours vs the best upstream scheduler ({}) per metric (`better`: ours is better):",
+            upstream.join(", ")
+        );
+        print!("{}", render_vs_upstream(med, &ours, &upstream));
+    }
+    let ab_rows = ab::rows(samples);
+    if !ab_rows.is_empty() {
+        println!();
+        println!(
+            "A/B ({}): a verdict only where the ranges over the rounds do not overlap and the \
+             medians differ by more than the wider range",
+            ab_sides.join("; ")
+        );
+        print!("{}", ab::render(&ab_rows));
+    }
+    println!();
+    println!("targets (informational; nothing is asserted):");
+    print!("{}", render_targets(&targets(med, schedulers, &upstream)));
+}
+
 fn show(file: &Path, compare: Option<&Path>) -> Result<()> {
     let saved = load(file)?;
     println!("{}:", saved.label);
-    print!("{}", render_table(&saved.medians, &saved.schedulers));
-    print!("{}", render_noisy(&noisy(&saved.samples)));
-    println!();
-    print!(
-        "{}",
-        render_targets(&targets(&saved.medians, &saved.schedulers))
-    );
+    print_tables(&saved.medians, &saved.samples, &saved.schedulers, &saved.ab);
     if let Some(c) = compare {
         print_compare(&saved.medians, &saved.schedulers, c)?;
     }
@@ -892,35 +1204,77 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
         // Fail before a long run, not after it.
         load(c)?;
     }
+    if let Some(spec) = &args.ab {
+        ab::parse_spec(spec)?;
+    }
 
-    let explicit = args.schedulers.is_some();
-    let list = split_list(args.schedulers.as_deref().unwrap_or(DEFAULT_SCHEDULERS));
+    let explicit = args.schedulers.is_some() || args.ab.is_some();
+    let list = scheduler_list(&args);
+    let mut external: Vec<String> = upstream_in(&list);
+    if args.ab.is_some() {
+        external.extend(ab::NAMES.iter().map(|s| s.to_string()));
+    }
     let examples = crate::workspace_root()
         .join("scx-userland")
         .join("examples");
-    let (programs, schedulers) = resolve_schedulers(&list, explicit, GUEST_PROGRAMS, |name| {
-        // An example is `examples/NAME.rs` or `examples/NAME/main.rs`.
-        examples.join(format!("{name}.rs")).is_file()
-            || examples.join(name).join("main.rs").is_file()
-    })?;
+    let (programs, schedulers) =
+        resolve_schedulers(&list, explicit, GUEST_PROGRAMS, &external, |name| {
+            // An example is `examples/NAME.rs` or `examples/NAME/main.rs`.
+            examples.join(format!("{name}.rs")).is_file()
+                || examples.join(name).join("main.rs").is_file()
+        })?;
     let workloads = validate(&args, &schedulers)?;
 
     vm_test::ensure_tools()?;
-    let kernels = vm_test::select_kernels(&args.kernels)?;
-    if kernels.len() > 1 {
-        bail!(
-            "vm-bench boots one kernel, but the selection has {}; pick one, e.g. --kernels 7.3",
-            kernels.len()
-        );
+    let tools = tools_for(&workloads);
+    let mut needs = Vec::new();
+    if tools.contains(&"perf") {
+        needs.push(Need::Perf);
     }
-    let kernel = &kernels[0];
-    let build = vm_test::build_guest(&programs)?;
+    if tools.contains(&"hackbench") || tools.contains(&"cyclictest") {
+        needs.push(Need::RtTests);
+    }
+    crate::setup::ensure(&needs)?;
+    let mut extra: Vec<(String, PathBuf)> = Vec::new();
+    for t in &tools {
+        extra.push((t.to_string(), tool_path(t)?));
+    }
+    let upstream = upstream_in(&schedulers);
+    let mut sched_args: Vec<String> = Vec::new();
+    if !upstream.is_empty() {
+        for (name, bin) in upstream::ensure_built()? {
+            if upstream.contains(&name) {
+                let a = upstream::default_args(&name);
+                if !a.is_empty() {
+                    sched_args.push(format!("{name}={}", a.join(" ")));
+                }
+                extra.push((name, bin));
+            }
+        }
+    }
+    let mut ab_sides = Vec::new();
+    if let Some(spec) = &args.ab {
+        for side in ab::prepare(spec)? {
+            if ab::has_stats_interval(&side.binary) {
+                sched_args.push(format!("{}=--stats-interval 0", side.name));
+            }
+            extra.push((side.name.to_string(), side.binary.clone()));
+            ab_sides.push(side);
+        }
+    }
+
+    let kernel = &crate::guest_once::one_kernel(&args.kernels, "vm-bench")?;
+    let mut build = vm_test::build_guest(&programs)?;
     if !build.programs.iter().any(|(n, _)| n == GUEST) {
         bail!("the vm-tests package built no `{GUEST}` binary (vm/tests/src/bin/{GUEST}.rs)");
     }
+    for (name, path) in extra {
+        build.programs.retain(|(n, _)| *n != name);
+        build.programs.push((name, path));
+    }
     let accel = qemu::resolve_accel(args.vm.accel, || vm_test::probe_image(&build, kernel))?;
 
-    let argv = guest_argv(&args, &schedulers, &workloads);
+    let argv = guest_argv(&args, &schedulers, &workloads, &sched_args);
     let plan = Plan {
         env: vec![("RUST_BACKTRACE".to_string(), "1".to_string())],
         tests: vec![PlanTest {
@@ -947,6 +1301,9 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
         args.warmup,
         args.rounds
     );
+    for side in &ab_sides {
+        println!("xtask: {}", side.describe());
+    }
     let label = vm_test::labels(std::slice::from_ref(kernel)).remove(0);
     let report = vm_test::boot_kernel(
         kernel,
@@ -962,7 +1319,7 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
         .with_context(|| format!("cannot read the console log {}", log.display()))?;
     let out = parse_console(&console);
     let med = medians(&out.samples);
-    let tgts = targets(&med, &schedulers);
+    let tgts = targets(&med, &schedulers, &upstream);
     let noise = noisy(&out.samples);
 
     let mut problems = Vec::new();
@@ -982,6 +1339,7 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
         problems.push(format!("run failed: {e}"));
     }
     let complete = problems.is_empty();
+    let ab_descriptions: Vec<String> = ab_sides.iter().map(ab::Side::describe).collect();
 
     let result = json!({
         "format": FORMAT,
@@ -993,6 +1351,15 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
         "rounds": args.rounds,
         "warmup": args.warmup,
         "schedulers": schedulers,
+        "upstream": upstream,
+        "upstream_version": (!upstream.is_empty()).then_some(upstream::VERSION),
+        "ab": ab_sides.iter().map(|s| json!({
+            "label": s.label,
+            "name": s.name,
+            "rev": s.rev,
+            "commit": s.commit,
+            "describe": s.describe(),
+        })).collect::<Vec<_>>(),
         "workloads": workloads,
         "guest_argv": argv,
         "guest_config": out.config.clone().unwrap_or(Value::Null),
@@ -1019,11 +1386,7 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
         "vm-bench on {} ({} vCPUs, accel {}): medians of {} measured round(s), ratio to default",
         kernel.version, vm.cpus, report.accel, args.rounds
     );
-    print!("{}", render_table(&med, &schedulers));
-    print!("{}", render_noisy(&noise));
-    println!();
-    println!("targets (issue \"Benchmarks and speed\"; informational, nothing is asserted):");
-    print!("{}", render_targets(&tgts));
+    print_tables(&med, &out.samples, &schedulers, &ab_descriptions);
     if let Some(c) = &args.compare {
         print_compare(&med, &schedulers, c)?;
     }
@@ -1056,6 +1419,13 @@ pub fn run(args: VmBenchArgs) -> Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    /// The lines of a rendered table with their runs of spaces squashed.
+    pub(crate) fn squash_lines(t: &str) -> Vec<String> {
+        t.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    }
 
     const CONSOLE: &str = r#"# qemu-system-x86_64 …
 [    1.0] random kernel line
@@ -1101,7 +1471,7 @@ bench: {"type":"done","runs":4,"errors":1}
         // No default figure: no ratio.
         assert_eq!(lines[3], "sched/attach_s    lower         -        0.600");
 
-        let t = targets(&m, &s);
+        let t = targets(&m, &s, &[]);
         assert_eq!(t[0].what, "pingpong p50 scx-fifo vs default");
         assert_eq!(t[0].value, Some(0.8));
         assert_eq!(t[0].met(), Some(true));
@@ -1114,18 +1484,18 @@ bench: {"type":"done","runs":4,"errors":1}
             .unwrap();
         assert_eq!(detach.met(), Some(false));
         assert!(!t.iter().any(|t| t.what.contains("vruntime")));
-        let rt = render_targets(&t);
-        let rt: Vec<String> = rt
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
+        let rt = squash_lines(&render_targets(&t));
         assert_eq!(rt[1], "pingpong p50 scx-fifo vs default x0.80 <= 1.20x met");
         assert_eq!(
             rt[2],
             "messages time scx-fifo vs default - <= 0.40x no data"
         );
-        assert_eq!(rt[4], "attach scx-fifo 0.600 s <= 0.5 s missed");
-        assert_eq!(rt[5], "graceful detach scx-fifo 0.300 s <= 0.2 s missed");
+        assert_eq!(
+            rt[4],
+            "wake-up latency beside 2 hogs (cyclictest avg) scx-fifo vs default - <= 2.00x no data"
+        );
+        assert_eq!(rt[6], "attach scx-fifo 0.600 s <= 0.5 s missed");
+        assert_eq!(rt[7], "graceful detach scx-fifo 0.300 s <= 0.2 s missed");
 
         // pingpong default: 10 and 20 (2x, not noisy); sched detach 0.1 and 0.5 (5x).
         let n = noisy(&out.samples);
@@ -1208,21 +1578,27 @@ bench: {"type":"done","runs":4,"errors":1}
             name: "scx-fifo",
         }];
         // Not explicit and no example: vruntime is dropped.
-        let (p, s) = resolve_schedulers(&l, false, &fifo, |_| false).unwrap();
+        let (p, s) = resolve_schedulers(&l, false, &fifo, &[], |_| false).unwrap();
         assert_eq!(s, ["default", "scx-fifo"]);
         assert_eq!(p, fifo);
         // Explicit: an error.
-        assert!(resolve_schedulers(&l, true, &fifo, |_| false).is_err());
+        assert!(resolve_schedulers(&l, true, &fifo, &[], |_| false).is_err());
         // The example exists: built as one.
-        let (p, s) = resolve_schedulers(&l, true, &fifo, |n| n == "vruntime").unwrap();
+        let (p, s) = resolve_schedulers(&l, true, &fifo, &[], |n| n == "vruntime").unwrap();
         assert_eq!(s, l);
         let v = p.iter().find(|p| p.name == "vruntime").unwrap();
         assert_eq!((v.package, v.kind), ("scx-userland", ProgramKind::Example));
         // Already a guest program: not added twice.
-        let (p, _) = resolve_schedulers(&l, true, &p, |_| true).unwrap();
+        let (p, _) = resolve_schedulers(&l, true, &p, &[], |_| true).unwrap();
         assert_eq!(p.iter().filter(|p| p.name == "vruntime").count(), 1);
-        assert!(resolve_schedulers(&["../x".to_string()], true, &fifo, |_| true).is_err());
-        assert!(resolve_schedulers(&[], true, &fifo, |_| true).is_err());
+        assert!(resolve_schedulers(&["../x".to_string()], true, &fifo, &[], |_| true).is_err());
+        assert!(resolve_schedulers(&[], true, &fifo, &[], |_| true).is_err());
+        // External programs (upstream, A/B builds) are taken as they are.
+        let ext = ["scx_rlfifo".to_string()];
+        let l = split_list("default,scx_rlfifo,scx-fifo");
+        let (p, s) = resolve_schedulers(&l, true, &fifo, &ext, |_| false).unwrap();
+        assert_eq!(s, l);
+        assert_eq!(p, fifo);
     }
 
     #[test]
@@ -1230,7 +1606,7 @@ bench: {"type":"done","runs":4,"errors":1}
         let a = VmBenchArgs::parse_from(["vm-bench"]);
         assert_eq!(
             (a.rounds, a.warmup, a.loops, a.forks, a.timeout),
-            (3, 1, 4000, 300, 1500)
+            (3, 1, 4000, 300, 3600)
         );
         assert_eq!(a.vm.cpus, 2);
         assert!(a.schedulers.is_none() && a.compare.is_none() && a.show.is_none());
@@ -1251,7 +1627,7 @@ bench: {"type":"done","runs":4,"errors":1}
         let w = validate(&a, &s).unwrap();
         assert_eq!(w, ["pingpong"]);
         assert_eq!(
-            guest_argv(&a, &s, &w),
+            guest_argv(&a, &s, &w, &["scx-fifo=--stats-interval 0".to_string()]),
             [
                 "/bin/vm-bench",
                 "--rounds",
@@ -1268,6 +1644,14 @@ bench: {"type":"done","runs":4,"errors":1}
                 "4000",
                 "--forks",
                 "300",
+                "--groups",
+                "2",
+                "--msg-loops",
+                "50",
+                "--pipe-loops",
+                "20000",
+                "--sched-args",
+                "scx-fifo=--stats-interval 0",
                 "--sched-args",
                 "scx-fifo=--slice-us 1000"
             ]
@@ -1278,5 +1662,133 @@ bench: {"type":"done","runs":4,"errors":1}
         assert!(validate(&bad, &s).is_err());
         let bad = VmBenchArgs::parse_from(["vm-bench", "--duration", "0"]);
         assert!(validate(&bad, &s).is_err());
+        let bad = VmBenchArgs::parse_from(["vm-bench", "--ab", "HEAD~1,HEAD", "--rounds", "2"]);
+        assert!(validate(&bad, &s).is_err());
+        assert!(
+            VmBenchArgs::try_parse_from(["vm-bench", "--ab", "a,b", "--baseline", "upstream"])
+                .is_err()
+        );
+        assert!(VmBenchArgs::try_parse_from([
+            "vm-bench",
+            "--ab",
+            "a,b",
+            "--schedulers",
+            "default"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn scheduler_lists() {
+        let list = |a: &[&str]| {
+            let mut v = vec!["vm-bench"];
+            v.extend(a);
+            scheduler_list(&VmBenchArgs::parse_from(v))
+        };
+        assert_eq!(list(&[]), ["default", "scx-fifo", "vruntime"]);
+        assert_eq!(
+            list(&["--baseline", "upstream"]),
+            [
+                "default",
+                "scx_rlfifo",
+                "scx_rustland",
+                "scx-fifo",
+                "vruntime"
+            ]
+        );
+        assert_eq!(
+            list(&[
+                "--baseline",
+                "upstream",
+                "--schedulers",
+                "scx-fifo,scx_rustland"
+            ]),
+            ["scx_rlfifo", "scx-fifo", "scx_rustland"]
+        );
+        assert_eq!(
+            list(&["--ab", "HEAD~1,HEAD"]),
+            ["default", "scx-fifo-a", "scx-fifo-b"]
+        );
+        assert_eq!(
+            upstream_in(&list(&["--baseline", "upstream"])),
+            ["scx_rlfifo", "scx_rustland"]
+        );
+        let w: Vec<String> = WORKLOADS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(tools_for(&w), ["hackbench", "perf", "cyclictest"]);
+        assert!(tools_for(&w[..4]).is_empty());
+    }
+
+    #[test]
+    fn ratios_to_the_best_upstream() {
+        let mut m = Medians::new();
+        let mut put = |w: &str, metric: &str, s: &str, v: f64| {
+            m.entry(w.into())
+                .or_default()
+                .entry(metric.into())
+                .or_default()
+                .insert(s.into(), v);
+        };
+        // Lower is better: the best upstream is the lowest.
+        put("hackbench", "time_s", "default", 1.0);
+        put("hackbench", "time_s", "scx_rlfifo", 0.8);
+        put("hackbench", "time_s", "scx_rustland", 0.6);
+        put("hackbench", "time_s", "scx-fifo", 0.9);
+        // Higher is better: the highest.
+        put("forkexec", "per_s", "scx_rlfifo", 300.0);
+        put("forkexec", "per_s", "scx_rustland", 100.0);
+        put("forkexec", "per_s", "scx-fifo", 330.0);
+        // No direction: no best.
+        put("messages", "dispatches_per_s", "scx_rlfifo", 5.0);
+        put("messages", "dispatches_per_s", "scx-fifo", 5.0);
+        let up = ["scx_rlfifo".to_string(), "scx_rustland".to_string()];
+        assert_eq!(
+            best_upstream(&m, "hackbench", "time_s", Better::Lower, &up),
+            Some((0.6, "scx_rustland"))
+        );
+        assert_eq!(
+            best_upstream(&m, "forkexec", "per_s", Better::Higher, &up),
+            Some((300.0, "scx_rlfifo"))
+        );
+        assert_eq!(
+            best_upstream(&m, "messages", "dispatches_per_s", Better::Neither, &up),
+            None
+        );
+        let r = vs_best_upstream(&m, "hackbench", "time_s", Better::Lower, "scx-fifo", &up);
+        assert_eq!(r, Some(1.5));
+        assert_eq!(
+            (judge(1.5, Better::Lower), judge(1.1, Better::Higher)),
+            ("worse", "better")
+        );
+        assert_eq!(judge(1.0, Better::Lower), "equal");
+        let lines = squash_lines(&render_vs_upstream(&m, &["scx-fifo".to_string()], &up));
+        assert_eq!(
+            lines[0],
+            "workload/metric better best upstream scx-fifo / best"
+        );
+        assert_eq!(
+            lines[1],
+            "forkexec/per_s higher 300.0 scx_rlfifo x1.10 better"
+        );
+        assert_eq!(
+            lines[2],
+            "hackbench/time_s lower 0.600 scx_rustland x1.50 worse"
+        );
+        assert_eq!(lines.len(), 3);
+        let s: Vec<String> = ["default", "scx_rlfifo", "scx_rustland", "scx-fifo"]
+            .map(String::from)
+            .to_vec();
+        let t = targets(&m, &s, &up);
+        let hb = t
+            .iter()
+            .find(|t| t.what == "hackbench time scx-fifo vs best upstream")
+            .unwrap();
+        assert_eq!((hb.value, hb.met()), (Some(1.5), Some(false)));
+        let fork = t
+            .iter()
+            .find(|t| t.what == "fork rate scx-fifo vs best upstream")
+            .unwrap();
+        assert_eq!((fork.op, fork.met()), (">=", Some(true)));
+        // Upstream schedulers get no attach/detach targets of ours.
+        assert!(!t.iter().any(|t| t.what.contains("scx_rlfifo")));
     }
 }

@@ -16,7 +16,7 @@ use scx_userland_vm::cargo::{self, Program};
 use scx_userland_vm::image::Plan;
 use scx_userland_vm::kernel::{Kernel, KernelSelect};
 use scx_userland_vm::qemu::{self, Accel, BootReport, ProbeImage, VmOptions};
-use scx_userland_vm::suite::{self, GuestBuild, VmTest, Which};
+use scx_userland_vm::suite::{self, GuestBuild, SuiteReport, TestExe, VmTest, Which};
 pub use scx_userland_vm::suite::{labels, wall_time_line};
 
 use crate::setup::{self, Need};
@@ -51,10 +51,76 @@ pub const GUEST_PROGRAMS: &[GuestProgram] = &[
         kind: ProgramKind::Example,
         name: "vruntime",
     },
+    GuestProgram {
+        package: "scx-userland",
+        kind: ProgramKind::Example,
+        name: "llc",
+    },
 ];
 
 /// The VM test suite.
 const TESTS_PACKAGE: &str = "vm-tests";
+
+/// A test target of the VM suite that needs a machine of another shape: its tests run in a
+/// boot of their own, with these CPUs and sockets instead of the command line's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShapedTarget {
+    /// The test executable's stem (`topology` for vm/tests/tests/topology.rs).
+    pub stem: &'static str,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Sockets (each a NUMA node) the CPUs are spread over.
+    pub sockets: u32,
+}
+
+/// The targets booted in their own shape: `topology` needs 2 sockets x 2 cores.
+pub const SHAPED_TARGETS: &[ShapedTarget] = &[ShapedTarget {
+    stem: "topology",
+    cpus: 4,
+    sockets: 2,
+}];
+
+/// The tests one boot runs, and with which machine.
+#[derive(Clone, Debug)]
+pub struct BootGroup {
+    /// Names the image and the console log (`vm-test`, `vm-test-topology`).
+    pub what: String,
+    /// The machine.
+    pub vm: VmOptions,
+    /// Its tests, in run order.
+    pub tests: Vec<VmTest>,
+}
+
+/// Split `tests` into boots: those of [`SHAPED_TARGETS`] in a boot per target with its shape,
+/// the rest in one boot with `vm`. Groups without tests are left out.
+pub fn boot_groups(tests: &[VmTest], exes: &[TestExe], vm: &VmOptions) -> Vec<BootGroup> {
+    let shape_of = |t: &VmTest| SHAPED_TARGETS.iter().find(|s| s.stem == exes[t.exe].stem);
+    let mut groups = vec![BootGroup {
+        what: "vm-test".into(),
+        vm: vm.clone(),
+        tests: tests
+            .iter()
+            .filter(|t| shape_of(t).is_none())
+            .cloned()
+            .collect(),
+    }];
+    for shape in SHAPED_TARGETS {
+        let mut shaped = vm.clone();
+        shaped.cpus = shape.cpus;
+        shaped.sockets = shape.sockets;
+        groups.push(BootGroup {
+            what: format!("vm-test-{}", shape.stem),
+            vm: shaped,
+            tests: tests
+                .iter()
+                .filter(|t| shape_of(t) == Some(shape))
+                .cloned()
+                .collect(),
+        });
+    }
+    groups.retain(|g| !g.tests.is_empty());
+    groups
+}
 
 /// `cargo xtask vm-test` arguments.
 ///
@@ -66,7 +132,9 @@ const TESTS_PACKAGE: &str = "vm-tests";
     about = "Boot a sched_ext kernel in QEMU and run the VM test suite inside it",
     after_long_help = "Builds the guest (/init, the vm-tests test executables and the guest \
         programs), writes an initramfs under target/vm/images, boots each selected kernel in \
-        QEMU (one after another) and runs every VM test in it, one at a time. Prints a table \
+        QEMU (one after another) and runs every VM test in it, one at a time. The tests of \
+        vm/tests/tests/topology.rs run in a boot of their own, with 4 CPUs in 2 sockets (2 \
+        NUMA nodes), whatever --cpus and --sockets say. Prints a table \
         of results and each kernel's boot-to-result wall time. Exits non-zero if any test \
         failed or is missing from the results, or the guest misbehaved (kernel oops, panic, \
         warning, lockup, sched_ext stall, no result, timeout)."
@@ -264,24 +332,41 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     if args.fail_selftest {
         env.push(("SCX_VM_FAIL_SELFTEST".to_string(), "1".to_string()));
     }
-    let mut plan = suite::make_plan(
-        &build,
-        &tests,
-        Duration::from_secs(args.test_timeout),
-        Which::Ignored,
-        &env,
-    );
-    apply_soak(&mut plan, &tests, args.soak);
-    let report = suite::run_suite(
-        &build,
-        &tests,
-        &plan,
-        &kernels,
-        &args.vm,
-        accel,
-        Duration::from_secs(args.timeout + args.soak.unwrap_or(0)),
-        "vm-test",
-    )?;
+    // One boot per machine shape (most tests share one; see SHAPED_TARGETS).
+    let mut report = SuiteReport::default();
+    for group in boot_groups(&tests, &build.test_exes, &args.vm) {
+        let mut plan = suite::make_plan(
+            &build,
+            &group.tests,
+            Duration::from_secs(args.test_timeout),
+            Which::Ignored,
+            &env,
+        );
+        apply_soak(&mut plan, &group.tests, args.soak);
+        let part = suite::run_suite(
+            &build,
+            &group.tests,
+            &plan,
+            &kernels,
+            &group.vm,
+            accel,
+            Duration::from_secs(args.timeout + args.soak.unwrap_or(0)),
+            &group.what,
+        )?;
+        report.rows.extend(part.rows);
+        let shaped = group.vm.sockets > 1 || group.vm.cpus != args.vm.cpus;
+        for wall in part.walls {
+            report.walls.push(if shaped {
+                format!(
+                    "{wall} [{} CPUs, {} sockets]",
+                    group.vm.cpus, group.vm.sockets
+                )
+            } else {
+                wall
+            });
+        }
+        report.guest_trouble.extend(part.guest_trouble);
+    }
     Ok(report.finish("xtask: vm-test")?)
 }
 
@@ -290,7 +375,7 @@ mod tests {
     use super::*;
     use clap::Parser;
     use scx_userland_vm::qemu::AccelChoice;
-    use scx_userland_vm::suite::{make_plan, TestExe};
+    use scx_userland_vm::suite::make_plan;
 
     #[test]
     fn soak_goes_to_the_guest_and_stretches_its_timeout() {
@@ -333,6 +418,39 @@ mod tests {
         let a = VmTestArgs::parse_from(["vm-test", "--soak", "600", "--filter", "soak"]);
         assert_eq!(a.soak, Some(600));
         assert!(VmTestArgs::parse_from(["vm-test"]).soak.is_none());
+    }
+
+    #[test]
+    fn shaped_targets_boot_on_their_own() {
+        let exes = vec![
+            TestExe {
+                stem: "lifecycle".into(),
+                path: "/l".into(),
+            },
+            TestExe {
+                stem: "topology".into(),
+                path: "/t".into(),
+            },
+        ];
+        let t = |name: &str, exe| VmTest {
+            name: name.into(),
+            test: name.into(),
+            exe,
+        };
+        let tests = vec![t("a", 0), t("b", 1), t("c", 0)];
+        let groups = boot_groups(&tests, &exes, &VmOptions::default());
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].what, "vm-test");
+        assert_eq!((groups[0].vm.cpus, groups[0].vm.sockets), (2, 1));
+        assert_eq!(groups[0].tests, [t("a", 0), t("c", 0)]);
+        assert_eq!(groups[1].what, "vm-test-topology");
+        assert_eq!((groups[1].vm.cpus, groups[1].vm.sockets), (4, 2));
+        assert_eq!(groups[1].tests, [t("b", 1)]);
+        // A filter that keeps only one kind boots only that machine.
+        let only = boot_groups(&tests[1..2], &exes, &VmOptions::default());
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].what, "vm-test-topology");
+        assert!(boot_groups(&[], &exes, &VmOptions::default()).is_empty());
     }
 
     #[test]

@@ -55,6 +55,11 @@ enum rl_queued_flags {
 	RL_QF_KTHREAD = 1U << 1,
 	/* The task woke up (rather than being preempted or re-queued). */
 	RL_QF_WAKEUP = 1U << 2,
+	/*
+	 * A higher sched class took the CPU whose local queue the task waited in, and
+	 * the kernel handed it back to be placed again (SCX_ENQ_REENQ).
+	 */
+	RL_QF_REENQ = 1U << 3,
 };
 
 /* dispatched_task_ctx.flags */
@@ -66,6 +71,11 @@ enum rl_dispatch_flags {
 	RL_DF_PREEMPT = 1U << 0,
 	/* Queue at the head of the target's queue instead of the tail. */
 	RL_DF_HEAD = 1U << 1,
+	/*
+	 * With RL_CPU_ANY: join the vtime-ordered shared queue, whatever the vtime
+	 * (0 included). Without it, a nonzero vtime selects that queue too.
+	 */
+	RL_DF_VTIME = 1U << 2,
 };
 
 /*
@@ -120,7 +130,10 @@ struct dispatched_task_ctx {
 	__u64 cpumask_cnt;
 	/* Time slice in ns; 0 means the scheduler's default. */
 	__u64 slice_ns;
-	/* Virtual time for ordering among RL_CPU_ANY dispatches; 0 means FIFO. */
+	/*
+	 * Virtual time for ordering in the vtime-ordered shared queue (RL_CPU_ANY
+	 * only); 0 means the FIFO queue unless RL_DF_VTIME is set.
+	 */
 	__u64 vtime;
 	/* RL_DF_* */
 	__u64 flags;

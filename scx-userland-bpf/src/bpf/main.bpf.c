@@ -44,6 +44,11 @@ char _license[] SEC("license") = "GPL";
 /* Shared DSQs: FIFO for RL_CPU_ANY dispatches without a vtime, vtime-ordered for those with one. */
 #define SHARED_DSQ 0
 #define SHARED_VTIME_DSQ 1
+/*
+ * Per CPU: the task the scheduler's own wake-up displaced there, waiting to resume
+ * (RESUME_DSQ + cpu, taken only by that CPU unless a higher class holds it).
+ */
+#define RESUME_DSQ 0x100
 
 /*
  * sched_ext kfuncs.  Their spellings changed twice: 6.13 renamed the dispatch
@@ -78,12 +83,15 @@ extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __ksym;
 extern u32 scx_bpf_dispatch_nr_slots(void) __ksym;
 extern s32 scx_bpf_dsq_nr_queued(u64 dsq_id) __ksym;
 extern s32 scx_bpf_task_cpu(const struct task_struct *p) __ksym;
+extern bool scx_bpf_task_running(const struct task_struct *p) __ksym;
 extern u32 scx_bpf_nr_cpu_ids(void) __ksym;
 extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
 extern void bpf_task_release(struct task_struct *p) __ksym;
 extern bool bpf_cpumask_test_cpu(u32 cpu, const struct cpumask *cpumask) __ksym;
 extern const struct cpumask *scx_bpf_get_online_cpumask(void) __ksym;
 extern void scx_bpf_put_cpumask(const struct cpumask *cpumask) __ksym;
+extern const struct cpumask *scx_bpf_get_idle_cpumask(void) __ksym;
+extern void scx_bpf_put_idle_cpumask(const struct cpumask *cpumask) __ksym;
 extern void scx_bpf_exit_bstr(s64 exit_code, char *fmt, unsigned long long *data, u32 data__sz) __ksym;
 
 static __always_inline void dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags)
@@ -115,13 +123,19 @@ static __always_inline void dsq_insert_vtime(struct task_struct *p, u64 dsq_id, 
 	}
 }
 
-static __always_inline bool dsq_move_to_local(u64 dsq_id)
+/* @enq_flags (e.g. SCX_ENQ_HEAD) only where the kernel has the ___v2 kfunc. */
+static __always_inline bool dsq_move_to_local_flags(u64 dsq_id, u64 enq_flags)
 {
 	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local___v2___compat))
-		return scx_bpf_dsq_move_to_local___v2___compat(dsq_id, 0);
+		return scx_bpf_dsq_move_to_local___v2___compat(dsq_id, enq_flags);
 	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local))
 		return scx_bpf_dsq_move_to_local(dsq_id);
 	return scx_bpf_consume(dsq_id);
+}
+
+static __always_inline bool dsq_move_to_local(u64 dsq_id)
+{
+	return dsq_move_to_local_flags(dsq_id, 0);
 }
 
 /* Send the tasks waiting in this CPU's local DSQ through ops.enqueue() again. */
@@ -190,10 +204,15 @@ volatile u64 nr_stalls;
 volatile u64 nr_fallback_dispatches;
 /* Wake-ups BPF sent straight to an idle CPU (direct_idle). */
 volatile u64 nr_direct_dispatches;
-/* Tasks the scheduler's own wake-up preempted, put back at the head of the shared queue. */
+/* Tasks the scheduler's own wake-up preempted, put back at the head of their CPU's local queue. */
 volatile u64 nr_displaced_dispatches;
-/* Tasks a higher sched class's taking of their CPU sent back through ops.enqueue(). */
+/*
+ * Tasks a higher sched class's taking of their CPU sent back through ops.enqueue(),
+ * and decisions for such a CPU sent to any CPU instead.
+ */
 volatile u64 nr_reenqueued;
+/* RL_CPU_ANY dispatches placed in the vtime-ordered shared queue. */
+volatile u64 nr_vtime_dispatches;
 /* Memory-management kernel threads (kswapd, kcompactd, khugepaged) BPF ran itself. */
 volatile u64 nr_mm_kthread_dispatches;
 /* Tasks without a task context (no record possible): BPF ran them itself. */
@@ -214,6 +233,11 @@ volatile u32 cpu_to_pid[RL_MAX_CPUS];
 volatile u64 cpu_run_start[RL_MAX_CPUS];
 /* Per CPU: the pid the scheduler's own wake-up preempted there (0: none). */
 s32 displaced[RL_MAX_CPUS];
+/*
+ * CPUs a higher sched class holds: from ops.cpu_release, or ops.disable of a task
+ * that left sched_ext while running, until ops.cpu_acquire.
+ */
+u8 cpu_taken[RL_MAX_CPUS];
 
 /* A preempting RL_CPU_ANY dispatch never cuts a running task shorter than this. */
 #define PREEMPT_MIN_RUN_NS (200ULL * 1000)
@@ -230,6 +254,15 @@ u64 vtime_served_ts;
 u64 fifo_empty_ts;
 /* A displaced task with less of its slice left than this has used its turn. */
 #define RESUME_MIN_SLICE_NS (100ULL * 1000)
+/* Woken tasks go before a displaced task on its CPU for at most this long. */
+#define RESUME_MAX_WAIT_NS (1000ULL * 1000)
+/* Per CPU: when its displaced task was displaced, or 0 when it was cut short and goes first. */
+u64 resume_ts[RL_MAX_CPUS];
+/*
+ * Per CPU: decisions its running ops.dispatch() carried out. Passed through memory
+ * so the verifier does not follow the drain's tally into the branches on it.
+ */
+volatile u64 dispatched_now[RL_MAX_CPUS];
 
 /* Filled in by ops.exit(). */
 struct rl_exit_info exit_info;
@@ -279,7 +312,8 @@ struct pending_task {
  * Tasks handed to user space, in the order they were handed over, except that
  * run_pending() puts an entry that is still waiting back at the tail: the head
  * is not always the oldest.  When full, remember_pending() evicts the head and
- * counts it in nr_pending_lost if it was still waiting.
+ * counts it in nr_pending_lost if it was still waiting.  User space sets its size
+ * at load (BpfSchedulerBuilder::stall_guard_capacity); this is the default.
  */
 #define PENDING_MAX 32768
 struct {
@@ -526,13 +560,21 @@ static int stall_tick(void *map, int *key, struct bpf_timer *timer)
  * use. An idle CPU is kicked awake; otherwise the CPU whose task has run the
  * longest (at least PREEMPT_MIN_RUN_NS, and never the scheduler itself) is
  * preempted.
+ *
+ * @draining: called from this CPU's ops.dispatch(), which shows no task (its
+ * previous one stopped) and takes the head of the shared queues next. It is room
+ * for @p only when nothing else waits there; otherwise another CPU must make it.
  */
-static __always_inline void make_room(struct task_struct *p)
+static __always_inline void make_room(struct task_struct *p, bool draining)
 {
 	u64 now = bpf_ktime_get_ns(), oldest = now;
 	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
 	const struct cpumask *online = scx_bpf_get_online_cpumask();
-	s32 victim = -1, idle = -1;
+	s32 victim = -1, idle = -1, self = -1;
+
+	if (draining &&
+	    scx_bpf_dsq_nr_queued(SHARED_DSQ) + scx_bpf_dsq_nr_queued(SHARED_VTIME_DSQ) > 1)
+		self = bpf_get_smp_processor_id();
 
 	bpf_for(cpu, 0, nr_cpus) {
 		u64 started;
@@ -541,6 +583,8 @@ static __always_inline void make_room(struct task_struct *p)
 			break;
 		/* An offline CPU shows no task: it must not pass for an idle one. */
 		if (!bpf_cpumask_test_cpu(cpu, online) || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if ((s32)cpu == self || cpu_taken[cpu])
 			continue;
 		if (!cpu_to_pid[cpu]) {
 			idle = cpu;
@@ -557,6 +601,30 @@ static __always_inline void make_room(struct task_struct *p)
 		scx_bpf_kick_cpu(idle, SCX_KICK_IDLE);
 	else if (victim >= 0 && now - oldest >= PREEMPT_MIN_RUN_NS)
 		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
+}
+
+/*
+ * @cpu runs a task of a higher sched class: known since ops.cpu_release, or, for
+ * another CPU than this one, seen now (no task of ours runs there and it is not
+ * idle), which catches a CPU a higher class took while idle (no ops.cpu_release
+ * then). This CPU is never judged that way: while it enqueues, it is between two
+ * tasks and would look taken.
+ */
+static __always_inline bool cpu_held_elsewhere(s32 cpu)
+{
+	const struct cpumask *idle;
+	bool held;
+
+	if (cpu < 0 || cpu >= RL_MAX_CPUS)
+		return false;
+	if (cpu_taken[cpu])
+		return true;
+	if (cpu_to_pid[cpu] || cpu == (s32)bpf_get_smp_processor_id())
+		return false;
+	idle = scx_bpf_get_idle_cpumask();
+	held = !bpf_cpumask_test_cpu(cpu, idle);
+	scx_bpf_put_idle_cpumask(idle);
+	return held;
 }
 
 SEC("struct_ops/rl_select_cpu")
@@ -593,11 +661,13 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 	/* The scheduler itself runs at once on its CPU, ahead of others when it has work. */
 	if (is_usersched(p)) {
 		u64 flags = enq_flags;
+		/* select_cpu found @cpu idle and claimed it: its idle bit is clear, not taken. */
+		bool claimed = (tctx = lookup_task_ctx(p)) && tctx->idle_cpu == cpu;
 
-		if (enq_flags & SCX_ENQ_REENQ) {
-			/* A higher class took its CPU: first in line for any other. */
+		if ((enq_flags & SCX_ENQ_REENQ) || (!claimed && cpu_held_elsewhere(cpu))) {
+			/* A higher class took (or holds) its CPU: first in line for any other. */
 			dsq_insert(p, SHARED_DSQ, slice_ns_dfl, SCX_ENQ_HEAD);
-			make_room(p);
+			make_room(p, false);
 			return;
 		}
 		if (usersched_has_work()) {
@@ -627,15 +697,31 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 
 	/*
 	 * Displaced by the scheduler's own thread, not by the policy: it resumes on its
-	 * CPU right after the scheduler, with what is left of its slice, as after a
-	 * higher sched class ran. Bounded: that slice only shrinks, and once it is
-	 * (nearly) used up the task goes to user space like any other.
+	 * CPU after the scheduler, with what is left of its slice, as after a higher
+	 * sched class ran. Bounded: that slice only shrinks, and once it is (nearly) used
+	 * up the task goes to user space like any other. It waits in its CPU's resume
+	 * queue, not in the local one: an empty local queue makes the CPU run
+	 * ops.dispatch() when the scheduler sleeps, so the decisions just written are
+	 * carried out at once, and tasks they woke go first (see rl_dispatch()).
 	 */
 	tctx = lookup_task_ctx(p);
 	if (tctx && !(enq_flags & SCX_ENQ_WAKEUP) && cpu >= 0 && cpu < RL_MAX_CPUS &&
-	    displaced[cpu] == p->pid && (slice = resume_slice(tctx))) {
+	    displaced[cpu] == p->pid && (u32)cpu < scx_bpf_nr_cpu_ids() &&
+	    (slice = resume_slice(tctx))) {
 		displaced[cpu] = 0;
-		dsq_insert(p, SCX_DSQ_LOCAL, slice, enq_flags | SCX_ENQ_HEAD);
+		/*
+		 * Cut short (less than PREEMPT_MIN_RUN_NS into its run, which no preemption
+		 * by a policy does, e.g. displaced again as soon as it resumed): it goes
+		 * first, as if it had waited.
+		 */
+		if (tctx->stop_ts - tctx->start_ts < PREEMPT_MIN_RUN_NS) {
+			resume_ts[cpu] = 0;
+			/* Ahead of a task displaced earlier that still waits here. */
+			enq_flags |= SCX_ENQ_HEAD;
+		} else {
+			resume_ts[cpu] = bpf_ktime_get_ns();
+		}
+		dsq_insert(p, RESUME_DSQ + cpu, slice, enq_flags);
 		__sync_fetch_and_add(&nr_displaced_dispatches, 1);
 		return;
 	}
@@ -678,6 +764,8 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 		rec->flags |= RL_QF_KTHREAD;
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		rec->flags |= RL_QF_WAKEUP;
+	if (enq_flags & SCX_ENQ_REENQ)
+		rec->flags |= RL_QF_REENQ;
 	bpf_probe_read_kernel_str(rec->comm, sizeof(rec->comm), p->comm);
 
 	/* Mark it outstanding (and remember it) before user space can see it. */
@@ -741,6 +829,11 @@ static __always_inline int dispatch_one(const struct dispatched_task_ctx *d)
 			bpf_printk("scx-userland: bounce pid %d: cpu %d not usable", d->pid, cpu);
 		cpu = RL_CPU_ANY;
 	}
+	if (cpu >= 0 && cpu < RL_MAX_CPUS && cpu_taken[cpu]) {
+		/* A higher class holds it: the task would wait behind that, maybe for seconds. */
+		__sync_fetch_and_add(&nr_reenqueued, 1);
+		cpu = RL_CPU_ANY;
+	}
 	if (debug)
 		bpf_printk("scx-userland: dispatch pid %d cpu %d slice %llu", d->pid, cpu, slice);
 
@@ -752,8 +845,9 @@ static __always_inline int dispatch_one(const struct dispatched_task_ctx *d)
 		dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags);
 		kick_if_idle(cpu);
 	} else {
-		if (d->vtime) {
+		if ((flags & RL_DF_VTIME) || d->vtime) {
 			dsq_insert_vtime(p, SHARED_VTIME_DSQ, slice, d->vtime, 0);
+			__sync_fetch_and_add(&nr_vtime_dispatches, 1);
 		} else {
 			if (flags & RL_DF_HEAD)
 				enq_flags |= fifo_head_flag();
@@ -761,7 +855,7 @@ static __always_inline int dispatch_one(const struct dispatched_task_ctx *d)
 		}
 		cpu = scx_bpf_task_cpu(p);
 		if (flags & RL_DF_PREEMPT)
-			make_room(p);
+			make_room(p, true);
 		else
 			kick_if_idle(cpu);
 	}
@@ -814,11 +908,29 @@ next:
 	return room_for_a_sample() ? 0 : 1;
 }
 
+/*
+ * Nothing else to run here: take a displaced task whose CPU a higher class holds,
+ * so it does not wait for that CPU to come back.
+ */
+static __always_inline void take_stranded_resume(s32 self)
+{
+	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
+
+	bpf_for(cpu, 0, nr_cpus) {
+		if (cpu >= RL_MAX_CPUS)
+			break;
+		if ((s32)cpu != self && cpu_taken[cpu] &&
+		    dsq_move_to_local(RESUME_DSQ + cpu))
+			return;
+	}
+}
+
 SEC("struct_ops/rl_dispatch")
 void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct drain_tally tally = {};
-	u64 now;
+	bool resume = false;
+	u64 now, fresh = 0;
 
 	/*
 	 * User space never waits for room in this ring: no wake-up after draining.
@@ -829,15 +941,37 @@ void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
 	    bpf_user_ringbuf_drain(&dispatched, handle_dispatch, &tally, BPF_RB_NO_WAKEUP) > 0) {
 		__sync_fetch_and_add(&nr_dispatch_records, tally.records);
 		__sync_fetch_and_add(&nr_user_dispatches, tally.dispatched);
+		if (cpu >= 0 && cpu < RL_MAX_CPUS)
+			dispatched_now[cpu] = tally.dispatched;
 	}
 	run_pending();
+	now = bpf_ktime_get_ns();
+
+	/*
+	 * The task the scheduler displaced here resumes behind the FIFO queue, and
+	 * first, at the head of the local queue (where the kernel offers that), once it
+	 * has waited RESUME_MAX_WAIT_NS. The decisions carried out just now are not
+	 * counted in their queues until the kernel flushes them (at the next move to
+	 * the local queue, or when this returns and it calls again): until it is
+	 * overdue, the displaced task waits for them too.
+	 */
+	if (cpu >= 0 && cpu < RL_MAX_CPUS) {
+		fresh = dispatched_now[cpu];
+		dispatched_now[cpu] = 0;
+		resume = scx_bpf_dsq_nr_queued(RESUME_DSQ + cpu) > 0;
+	}
+	if (resume && now - resume_ts[cpu] > RESUME_MAX_WAIT_NS &&
+	    dsq_move_to_local_flags(RESUME_DSQ + cpu, SCX_ENQ_HEAD))
+		return;
+	if (resume && !fresh && !scx_bpf_dsq_nr_queued(SHARED_DSQ) &&
+	    dsq_move_to_local(RESUME_DSQ + cpu))
+		return;
 
 	/*
 	 * The FIFO queue first (the tasks a policy put first, and those BPF runs
 	 * itself), then the vtime-ordered queue; but a vtime queue that has not been
 	 * served for VTIME_MAX_WAIT_NS goes first once, so it can never starve.
 	 */
-	now = bpf_ktime_get_ns();
 	if (!scx_bpf_dsq_nr_queued(SHARED_VTIME_DSQ)) {
 		vtime_served_ts = now;
 	} else if (now - vtime_served_ts > VTIME_MAX_WAIT_NS &&
@@ -848,8 +982,16 @@ void BPF_PROG(rl_dispatch, s32 cpu, struct task_struct *prev)
 	if (dsq_move_to_local(SHARED_DSQ))
 		return;
 	fifo_empty_ts = now;
-	if (dsq_move_to_local(SHARED_VTIME_DSQ))
+	if (resume) {
+		if (!fresh)
+			dsq_move_to_local(RESUME_DSQ + cpu);
+		return;
+	}
+	if (dsq_move_to_local(SHARED_VTIME_DSQ)) {
 		vtime_served_ts = now;
+		return;
+	}
+	take_stranded_resume(cpu);
 }
 
 SEC("struct_ops/rl_runnable")
@@ -908,12 +1050,47 @@ void BPF_PROG(rl_stopping, struct task_struct *p, bool runnable)
 /*
  * A higher sched class (RT, deadline, stop) took @cpu: what waits in its local
  * DSQ would wait behind it. Send those tasks through ops.enqueue() again
- * (SCX_ENQ_REENQ), so user space, or BPF for its own threads, places them anew.
+ * (SCX_ENQ_REENQ), so user space, or BPF for its own threads, places them anew,
+ * and until the CPU comes back (ops.cpu_acquire) send decisions for it elsewhere.
  */
 SEC("struct_ops/rl_cpu_release")
 void BPF_PROG(rl_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 {
+	if (cpu >= 0 && cpu < RL_MAX_CPUS)
+		cpu_taken[cpu] = 1;
 	reenqueue_local();
+}
+
+SEC("struct_ops/rl_cpu_acquire")
+void BPF_PROG(rl_cpu_acquire, s32 cpu, struct scx_cpu_acquire_args *args)
+{
+	if (cpu >= 0 && cpu < RL_MAX_CPUS)
+		cpu_taken[cpu] = 0;
+}
+
+/*
+ * @p leaves sched_ext. When it does so while it runs, as a thread that makes itself
+ * real-time does, its CPU passes to a higher class (RT or deadline; fair too in partial
+ * mode) with no context switch and no ops.cpu_release: mark the CPU taken here and,
+ * when it is this CPU, send what waits in its local DSQ elsewhere. The kernel calls
+ * this before it sets the new class and priority, so they cannot be checked. (The
+ * ___v2 kfunc may be called from any context; on kernels without it ops.cpu_release
+ * stays the only trigger.) Exiting tasks and our own detach are not a class change.
+ */
+SEC("struct_ops/rl_disable")
+void BPF_PROG(rl_disable, struct task_struct *p)
+{
+	s32 cpu;
+
+	if (detaching || (p->flags & PF_EXITING) || !scx_bpf_task_running(p))
+		return;
+	cpu = scx_bpf_task_cpu(p);
+	if (cpu < 0 || cpu >= RL_MAX_CPUS)
+		return;
+	cpu_taken[cpu] = 1;
+	if (cpu == (s32)bpf_get_smp_processor_id() &&
+	    bpf_ksym_exists(scx_bpf_reenqueue_local___v2___compat))
+		scx_bpf_reenqueue_local___v2___compat();
 }
 
 SEC("struct_ops/rl_set_cpumask")
@@ -969,10 +1146,9 @@ void BPF_PROG(rl_exit_task, struct task_struct *p, struct scx_exit_task_args *ar
 SEC("struct_ops.s/rl_init")
 s32 BPF_PROG(rl_init)
 {
-	s32 err;
-
 	struct stall_timer *st;
-	u32 key = 0;
+	u32 key = 0, cpu;
+	s32 err;
 
 	kfunc_generation = detect_kfunc_generation();
 	err = scx_bpf_create_dsq(SHARED_DSQ, -1);
@@ -980,6 +1156,13 @@ s32 BPF_PROG(rl_init)
 		err = scx_bpf_create_dsq(SHARED_VTIME_DSQ, -1);
 	if (err)
 		return err;
+	bpf_for(cpu, 0, scx_bpf_nr_cpu_ids()) {
+		if (cpu >= RL_MAX_CPUS)
+			break;
+		err = scx_bpf_create_dsq(RESUME_DSQ + cpu, -1);
+		if (err)
+			return err;
+	}
 
 	st = bpf_map_lookup_elem(&stall_timer_map, &key);
 	if (!st)
@@ -1019,6 +1202,8 @@ struct sched_ext_ops userland_ops = {
 	.stopping = (void *)rl_stopping,
 	.set_cpumask = (void *)rl_set_cpumask,
 	.cpu_release = (void *)rl_cpu_release,
+	.cpu_acquire = (void *)rl_cpu_acquire,
+	.disable = (void *)rl_disable,
 	.init_task = (void *)rl_init_task,
 	.exit_task = (void *)rl_exit_task,
 	.init = (void *)rl_init,

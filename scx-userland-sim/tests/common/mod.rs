@@ -92,7 +92,7 @@ impl<B: Backend> Backend for SpyBackend<'_, B> {
     fn exited(&self) -> bool {
         self.inner.exited()
     }
-    fn nr_cpu_ids(&self) -> u32 {
+    fn nr_cpu_ids(&self) -> usize {
         self.inner.nr_cpu_ids()
     }
 }

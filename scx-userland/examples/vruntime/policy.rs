@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use scx_userland::{Backend, Dispatch, Error, ExitReport, Policy, QueuedTask, RL_CPU_ANY};
+use scx_userland::{Backend, Dispatch, Error, ExitReport, Policy, QueuedTask, Target, RL_CPU_ANY};
 
 /// Time slice for a task that has to wait its turn.
 const SLICE_NS: u64 = 5_000_000;
@@ -45,7 +45,7 @@ impl Vruntime {
     pub fn new() -> Self {
         Self {
             tasks: HashMap::new(),
-            min_vruntime: 1 << 20, // vtime 0 means "FIFO" to the BPF side: stay above it
+            min_vruntime: 0,
             batch: Vec::with_capacity(256),
             out: Vec::with_capacity(256),
         }
@@ -90,8 +90,7 @@ impl Policy for Vruntime {
                 d.slice_ns = SHORT_SLICE_NS; // its CPU is idle: run there
             } else {
                 // Wait in vruntime order for the first CPU that frees up.
-                d.cpu = RL_CPU_ANY;
-                d.vtime = vruntime;
+                d = Dispatch::by_vtime(&task, vruntime);
                 d.slice_ns = SLICE_NS;
             }
             self.out.push(d);
@@ -100,8 +99,10 @@ impl Policy for Vruntime {
         if let Some(least) = self
             .out
             .iter()
-            .filter(|d| d.vtime != 0)
-            .map(|d| d.vtime)
+            .filter_map(|d| match d.target() {
+                Target::Vtime(vtime) => Some(vtime),
+                _ => None,
+            })
             .min()
         {
             self.min_vruntime = self.min_vruntime.max(least);

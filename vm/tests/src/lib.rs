@@ -294,6 +294,57 @@ fn collect(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
     })
 }
 
+/// An anonymous private memory mapping, unmapped on drop: memory pressure for tests.
+pub struct AnonMemory {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl AnonMemory {
+    /// Map `len` bytes (nothing is touched yet); `None` when the kernel refuses.
+    pub fn new(len: usize) -> Option<Self> {
+        // SAFETY: a fresh anonymous mapping; checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Self {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// Ask for transparent huge pages (`MADV_HUGEPAGE`); refused advice is harmless.
+    pub fn advise_hugepage(&self) {
+        // SAFETY: advice on our own mapping, of its own length.
+        unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_HUGEPAGE) };
+    }
+
+    /// Write `value` into one byte of every 4 KiB page.
+    pub fn touch(&self, value: u8) {
+        for off in (0..self.len).step_by(4096) {
+            // SAFETY: in bounds of our own mapping.
+            unsafe { std::ptr::write_volatile(self.ptr.add(off), value) };
+        }
+    }
+}
+
+impl Drop for AnonMemory {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,9 @@
-//! The framework end to end on a real sched_ext kernel: scx-fifo and the seed example attach,
+//! The framework end to end on a real sched_ext kernel: scx-fifo and the classic FIFO example attach,
 //! carry a mixed workload, account for every task, and detach cleanly; `get_cpu_pid` and
 //! partial mode do what they say.
 
 mod common;
+mod common_rel;
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -412,6 +413,93 @@ fn task_preempted_by_the_scheduler_is_put_back() {
     assert_eq!(stats.nr_failed_dispatches, 0, "{stats}");
 }
 
+/// A task woken while every CPU is busy runs as soon as the scheduler has decided, ahead of
+/// the task the scheduler's own wake-up displaced (which then finishes its slice): the CPU the
+/// scheduler leaves carries out the decisions it just wrote before resuming anyone.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn a_woken_task_runs_before_the_task_the_scheduler_displaced() {
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+    use std::sync::Arc;
+    // Long slices: a decision left waiting behind a displaced spinner would wait for milliseconds.
+    const SLICE_US: u64 = 20_000;
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let mut spinners: Vec<_> = (0..cpus).map(spinner_on).collect();
+    let mut bpf = BpfScheduler::builder()
+        .slice_us(SLICE_US)
+        .build()
+        .expect("init");
+    for s in &mut spinners {
+        release(s);
+    }
+    // A thread of ours that sleeps 3 ms at a time (not privileged: it goes through the policy).
+    let (stop, tid) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicI32::new(0)),
+    );
+    let sleeper = {
+        let (stop, tid) = (stop.clone(), tid.clone());
+        std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    // When the sleeper's wake-up was dispatched; its next record tells when it ran.
+    let mut decided = None;
+    let mut delays = Vec::new();
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
+            if task.is_exiting() {
+                continue;
+            }
+            let ours = task.pid == tid.load(Ordering::Relaxed);
+            if ours {
+                if let Some(at) = decided.take() {
+                    if task.start_ts > at {
+                        delays.push(task.start_ts - at);
+                    }
+                }
+                if task.is_wakeup() {
+                    decided = Some(common_rel::now_ns());
+                }
+            }
+            bpf.dispatch_task(&Dispatch::fifo(&task)).expect("dispatch");
+        }
+        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let report = bpf.shutdown_and_report().expect("report");
+    sleeper.join().expect("sleeper thread");
+    for mut s in spinners {
+        drop(s.stop(libc::SIGKILL, Duration::from_secs(5)));
+    }
+    let st = report.stats;
+    delays.sort_unstable();
+    let median = delays.get(delays.len() / 2).copied().unwrap_or(u64::MAX);
+    println!(
+        "woken beside {cpus} spinners: {} decisions to run, median {} us, slice {SLICE_US} us; {st}",
+        delays.len(),
+        median / 1000
+    );
+    assert_eq!(
+        report.kind,
+        scx_userland::ExitKind::Unregistered,
+        "{report}"
+    );
+    assert!(delays.len() >= 50, "too few wake-ups to judge: {st}");
+    assert!(st.nr_displaced_dispatches > 0, "{st}");
+    // Waiting behind the displaced spinner costs the rest of its slice (10 ms on average).
+    assert!(
+        median < SLICE_US * 1000 / 8,
+        "woken tasks waited {} us (median) for the CPU the scheduler left: {st}",
+        median / 1000
+    );
+}
+
 /// Nanoseconds `pid` has run (first field of /proc/PID/schedstat).
 fn ran_ns(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
@@ -489,6 +577,50 @@ fn vtime_queue_is_served_behind_a_busy_fifo_queue() {
         },
     );
     assert!(ran > 30_000_000, "the vtime queue starved: ran {ran} ns");
+}
+
+/// `Dispatch::by_vtime(task, 0)` joins the vtime-ordered queue: there, 0 is a vtime like any
+/// other (a plain `vtime: 0` would mean the FIFO queue).
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn vtime_zero_joins_the_vtime_queue_when_asked() {
+    let mut sleeper = gated_shell(SLEEPER, None);
+    let mut bpf = BpfScheduler::builder().build().expect("init");
+    release(&mut sleeper);
+    let (mut at_zero, mut fifo) = (0u64, 0u64);
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
+            if task.is_exiting() {
+                continue;
+            }
+            // Every other decision at vtime 0, the rest FIFO.
+            let d = if (at_zero + fifo) % 2 == 0 {
+                at_zero += 1;
+                Dispatch::by_vtime(&task, 0)
+            } else {
+                fifo += 1;
+                Dispatch::fifo(&task)
+            };
+            bpf.dispatch_task(&d).expect("dispatch");
+        }
+        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
+    }
+    let report = bpf.shutdown_and_report().expect("report");
+    drop(sleeper.stop(libc::SIGKILL, Duration::from_secs(5)));
+    let st = report.stats;
+    println!("{at_zero} decisions at vtime 0, {fifo} FIFO: {st}");
+    assert!(at_zero > 50, "too few decisions to judge: {st}");
+    // Each vtime-0 decision BPF carried out went to the vtime queue, and no FIFO one did
+    // (some decisions may be cancelled, the task having moved on, and the last few may still
+    // be in the ring when the scheduler detaches: BPF never reads those).
+    let unread = (at_zero + fifo).saturating_sub(st.nr_dispatch_records);
+    assert!(
+        st.nr_vtime_dispatches <= at_zero
+            && st.nr_vtime_dispatches + st.nr_cancel_dispatches + unread >= at_zero,
+        "{at_zero} vtime-0 decisions but {} vtime dispatches: {st}",
+        st.nr_vtime_dispatches
+    );
 }
 
 #[test]
@@ -587,4 +719,84 @@ fn statistics_are_served_the_sched_ext_way() {
     );
     // The server is gone with the scheduler.
     assert!(UnixStream::connect(scx_userland::stats::STATS_SOCKET).is_err());
+}
+
+/// Everything in the kernel's trace buffer written by the BPF component (`bpf_printk`), and
+/// the buffer emptied.
+fn take_bpf_trace() -> Vec<String> {
+    const TRACE: &str = "/sys/kernel/tracing/trace";
+    let text = std::fs::read_to_string(TRACE).expect("read the trace buffer (tracefs)");
+    // Opening it for writing with truncation empties it.
+    std::fs::write(TRACE, b"").expect("empty the trace buffer");
+    text.lines()
+        .filter(|l| l.contains("scx-userland: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `debug(true)` traces decisions, bounces and cancels to the kernel's trace buffer;
+/// without it, nothing is written there.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn debug_traces_decisions_bounces_and_cancels_only_when_asked() {
+    take_bpf_trace();
+    for debug in [false, true] {
+        let mut sleeper = gated_shell(SLEEPER, None);
+        let mut bpf = BpfScheduler::builder().debug(debug).build().expect("init");
+        release(&mut sleeper);
+        let mut bounced = false;
+        fifo_for(&mut bpf, Duration::from_secs(1), |b| {
+            // One decision for a task that does not exist: cancelled.
+            let _ = b.dispatch_task(&Dispatch {
+                pid: 4_000_001,
+                cpu: RL_CPU_ANY,
+                ..Dispatch::default()
+            });
+        });
+        // And one with a stale affinity generation: bounced.
+        let end = Instant::now() + Duration::from_secs(2);
+        while !bounced && Instant::now() < end {
+            while let Some(task) = bpf.dequeue_task().expect("dequeue") {
+                if task.is_exiting() {
+                    continue;
+                }
+                let mut d = Dispatch::new(&task);
+                if !bounced && d.cpu >= 0 {
+                    d.cpumask_cnt = d.cpumask_cnt.wrapping_add(1);
+                    bounced = true;
+                }
+                bpf.dispatch_task(&d).expect("dispatch");
+            }
+            bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
+        }
+        let report = bpf.shutdown_and_report().expect("report");
+        drop(sleeper.stop(libc::SIGKILL, Duration::from_secs(5)));
+        let lines = take_bpf_trace();
+        let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+        let (dispatches, cancels, bounces) = (
+            count("scx-userland: dispatch pid"),
+            count("scx-userland: cancel pid 4000001: no such task"),
+            count("scx-userland: bounce pid"),
+        );
+        println!(
+            "debug={debug}: {} trace lines: {dispatches} dispatch, {cancels} cancel, {bounces} \
+             bounce; {}",
+            lines.len(),
+            report.stats
+        );
+        if debug {
+            assert!(bounced, "no task to bounce came");
+            assert!(
+                dispatches > 10 && cancels > 0 && bounces > 0,
+                "debug on: {:?}",
+                &lines[..lines.len().min(20)]
+            );
+        } else {
+            assert!(
+                lines.is_empty(),
+                "debug off, yet: {:?}",
+                &lines[..lines.len().min(20)]
+            );
+        }
+    }
 }

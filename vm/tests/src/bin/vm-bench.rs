@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! vm-bench [--rounds N] [--warmup N] [--schedulers LIST] [--workloads LIST] [--duration SECS]
-//!          [--loops N] [--forks N] [--sched-args NAME=ARGS]...
+//!          [--loops N] [--forks N] [--groups N] [--msg-loops N] [--pipe-loops N]
+//!          [--sched-args NAME=ARGS]...
 //! ```
 //!
 //! Runs each workload under each scheduler, interleaved: for every round (warm-up rounds
@@ -26,6 +27,24 @@
 //!   `user_dispatches=N` of its `final` counters line divided by the time it was attached
 //!   (enabled → SIGINT), during which only this workload ran.
 //! - `forkexec`: fork + exec `/bin/true` + wait, `--forks` times; per second.
+//!
+//! Standard third-party tools (put into the image as `/bin/perf`, `/bin/hackbench` and
+//! `/bin/cyclictest`, with their libraries):
+//!
+//! - `hackbench`: rt-tests' `hackbench -g GROUPS -l MSG_LOOPS` (processes, sockets); its
+//!   `Time:` in seconds.
+//! - `perf_messaging`: `perf bench sched messaging -g GROUPS -l MSG_LOOPS`; its `Total time`
+//!   in seconds.
+//! - `perf_pipe`: `perf bench sched pipe -l PIPE_LOOPS`; µs per operation and operations
+//!   per second.
+//! - `cyclictest`: the wake-up latency of a 1 ms periodic SCHED_OTHER task beside 2 CPU hogs:
+//!   `cyclictest -q --policy=other -i 1000 -t 1 -l N` (N = `--duration` in ms) while 2 hog
+//!   processes spin; average and maximum latency in µs and the hogs' loop iterations per
+//!   second. A summary line showing a real-time priority is an error (the task must be
+//!   SCHED_OTHER).
+//!
+//! A tool that fails, or whose output does not parse, fails the run with an error naming the
+//! tool and showing its output.
 //!
 //! Every run of a sched_ext scheduler also yields a `sched` sample: `attach_s` (launch →
 //! `enabled`), `detach_s` (SIGINT → process exit) and `disabled_s` (SIGINT → `disabled`).
@@ -54,7 +73,16 @@ use std::time::{Duration, Instant};
 
 use vm_tests::{describe_status, guest_bin, read_state, ChildGuard};
 
-const WORKLOADS: &[&str] = &["pingpong", "pingpong_hogs", "messages", "forkexec"];
+const WORKLOADS: &[&str] = &[
+    "pingpong",
+    "pingpong_hogs",
+    "messages",
+    "forkexec",
+    "hackbench",
+    "perf_messaging",
+    "perf_pipe",
+    "cyclictest",
+];
 
 /// Processes per hackbench group, half senders and half receivers.
 const GROUP_SENDERS: usize = 4;
@@ -72,6 +100,12 @@ struct Options {
     duration: Duration,
     loops: u32,
     forks: u32,
+    /// Groups of hackbench and perf's messaging benchmark.
+    groups: u32,
+    /// Loops of hackbench and perf's messaging benchmark.
+    msg_loops: u32,
+    /// Operations of perf's pipe benchmark.
+    pipe_loops: u32,
     /// Extra arguments per scheduler name.
     sched_args: Vec<(String, Vec<String>)>,
 }
@@ -86,6 +120,9 @@ impl Default for Options {
             duration: Duration::from_secs(2),
             loops: 4000,
             forks: 300,
+            groups: 2,
+            msg_loops: 50,
+            pipe_loops: 20_000,
             sched_args: Vec::new(),
         }
     }
@@ -128,6 +165,9 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Options, String>
             }
             "--loops" => o.loops = number("--loops", argv.next())?,
             "--forks" => o.forks = number("--forks", argv.next())?,
+            "--groups" => o.groups = number("--groups", argv.next())?,
+            "--msg-loops" => o.msg_loops = number("--msg-loops", argv.next())?,
+            "--pipe-loops" => o.pipe_loops = number("--pipe-loops", argv.next())?,
             "--sched-args" => {
                 let v = argv.next().ok_or("--sched-args needs NAME=ARGS")?;
                 let (name, args) = v
@@ -144,8 +184,10 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Options, String>
     if o.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
-    if o.loops == 0 || o.forks == 0 {
-        return Err("--loops and --forks must be at least 1".into());
+    if [o.loops, o.forks, o.groups, o.msg_loops, o.pipe_loops].contains(&0) {
+        return Err(
+            "--loops, --forks, --groups, --msg-loops and --pipe-loops must be at least 1".into(),
+        );
     }
     for w in &o.workloads {
         if !WORKLOADS.contains(&w.as_str()) {
@@ -563,7 +605,9 @@ fn hog(counter: &AtomicU64) -> i32 {
     }
 }
 
-fn pingpong_hogs(dur: Duration) -> Result<Vec<(&'static str, f64)>, String> {
+/// Run `f` beside [`HOGS`] CPU-bound processes; its result and the hogs' loop iterations per
+/// second (summed) while it ran.
+fn beside_hogs<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(T, f64), String> {
     let counters = Counters::new(HOGS)?;
     let mut hogs = Kids::default();
     for i in 0..HOGS {
@@ -578,11 +622,16 @@ fn pingpong_hogs(dur: Duration) -> Result<Vec<(&'static str, f64)>, String> {
             .sum::<u64>()
     };
     let (c0, t0) = (sum(), Instant::now());
-    let lat = pingpong(dur)?;
+    let out = f()?;
     let (c1, window) = (sum(), t0.elapsed());
     drop(hogs); // SIGKILL and reap
+    Ok((out, (c1 - c0) as f64 / window.as_secs_f64()))
+}
+
+fn pingpong_hogs(dur: Duration) -> Result<Vec<(&'static str, f64)>, String> {
+    let (lat, hog_ips) = beside_hogs(|| pingpong(dur))?;
     let mut m = lat.metrics();
-    m.push(("hog_ips", (c1 - c0) as f64 / window.as_secs_f64()));
+    m.push(("hog_ips", hog_ips));
     Ok(m)
 }
 
@@ -683,6 +732,217 @@ fn forkexec(n: u32) -> Result<Duration, String> {
         }
     }
     Ok(t0.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Standard third-party tools
+// ---------------------------------------------------------------------------------------------
+
+/// The guest program a tool workload runs (`None` for our own workloads).
+fn tool_program(workload: &str) -> Option<&'static str> {
+    match workload {
+        "hackbench" => Some("hackbench"),
+        "perf_messaging" | "perf_pipe" => Some("perf"),
+        "cyclictest" => Some("cyclictest"),
+        _ => None,
+    }
+}
+
+/// The command line of a tool workload.
+fn tool_argv(workload: &str, o: &Options) -> Option<Vec<String>> {
+    let bin = guest_bin(tool_program(workload)?).display().to_string();
+    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let mut argv = vec![bin];
+    let (groups, msg_loops) = (o.groups.to_string(), o.msg_loops.to_string());
+    let messaging = ["-g", groups.as_str(), "-l", msg_loops.as_str()];
+    match workload {
+        "hackbench" => argv.extend(v(&messaging)),
+        "perf_messaging" => {
+            argv.extend(v(&["bench", "sched", "messaging"]));
+            argv.extend(v(&messaging));
+        }
+        "perf_pipe" => argv.extend(v(&[
+            "bench",
+            "sched",
+            "pipe",
+            "-l",
+            &o.pipe_loops.to_string(),
+        ])),
+        "cyclictest" => {
+            // One wake-up per ms for the duration. `--policy=other` alone: a `-p` given
+            // before it would make cyclictest pick a real-time priority anyway.
+            let loops = (o.duration.as_secs_f64() * 1000.0).round().max(1.0) as u64;
+            argv.extend(v(&[
+                "-q",
+                "--policy=other",
+                "-i",
+                "1000",
+                "-t",
+                "1",
+                "-l",
+                &loops.to_string(),
+                "--default-system",
+            ]))
+        }
+        _ => return None,
+    }
+    Some(argv)
+}
+
+/// Run a tool to completion: its standard output and error, or an error naming it and
+/// showing what it printed.
+fn run_tool(argv: &[String]) -> Result<String, String> {
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start `{}`: {e}", argv.join(" ")))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(format!(
+            "`{}` failed ({}); it printed:\n{}",
+            argv.join(" "),
+            describe_status(out.status),
+            text.trim_end()
+        ));
+    }
+    Ok(text)
+}
+
+/// The error for output that does not parse.
+fn unparsable(tool: &str, why: &str, text: &str) -> String {
+    format!(
+        "cannot parse the output of {tool}: {why}; it printed:\n{}",
+        text.trim_end()
+    )
+}
+
+/// A non-negative finite number.
+fn parse_number(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+/// The first token after `prefix` on the first line (trimmed) that starts with it.
+fn value_after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+}
+
+/// The first token of the first line (trimmed) whose last token is `suffix`.
+fn value_before<'a>(text: &'a str, suffix: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| match l.split_whitespace().collect::<Vec<&str>>()[..] {
+            [value, unit] if unit == suffix => Some(value),
+            _ => None,
+        })
+}
+
+/// Seconds of `perf bench sched messaging` (`Total time: 0.245 [sec]`).
+fn parse_perf_messaging(text: &str) -> Result<f64, String> {
+    const TOOL: &str = "perf bench sched messaging";
+    value_after(text, "Total time:")
+        .and_then(parse_number)
+        .ok_or_else(|| unparsable(TOOL, "no `Total time: <seconds> [sec]` line", text))
+}
+
+/// `(µs per operation, operations per second)` of `perf bench sched pipe`.
+fn parse_perf_pipe(text: &str) -> Result<(f64, f64), String> {
+    const TOOL: &str = "perf bench sched pipe";
+    let us = value_before(text, "usecs/op")
+        .and_then(parse_number)
+        .ok_or_else(|| unparsable(TOOL, "no `<number> usecs/op` line", text))?;
+    let ops = value_before(text, "ops/sec")
+        .and_then(parse_number)
+        .ok_or_else(|| unparsable(TOOL, "no `<number> ops/sec` line", text))?;
+    Ok((us, ops))
+}
+
+/// Seconds of rt-tests' hackbench (`Time: 0.161`).
+fn parse_hackbench(text: &str) -> Result<f64, String> {
+    value_after(text, "Time:")
+        .and_then(parse_number)
+        .ok_or_else(|| unparsable("hackbench", "no `Time: <seconds>` line", text))
+}
+
+/// cyclictest's summary of its measuring thread, in µs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Cyclic {
+    priority: u32,
+    cycles: u64,
+    min_us: f64,
+    avg_us: f64,
+    max_us: f64,
+}
+
+/// The first `T:` summary line of `cyclictest -q`, e.g.
+/// `T: 0 (1234) P: 0 I:1000 C:   1500 Min:     29 Act:   80 Avg:  148 Max:    8063`.
+fn parse_cyclictest(text: &str) -> Result<Cyclic, String> {
+    const TOOL: &str = "cyclictest";
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("T:"))
+        .ok_or_else(|| unparsable(TOOL, "no `T: …` summary line", text))?;
+    // `I:1000` has no space after the colon; the other fields do.
+    let spaced = line.replace(':', ": ");
+    let tokens: Vec<&str> = spaced.split_whitespace().collect();
+    let field = |key: &str| -> Result<f64, String> {
+        tokens
+            .windows(2)
+            .find(|w| w[0] == key)
+            .and_then(|w| parse_number(w[1]))
+            .ok_or_else(|| unparsable(TOOL, &format!("no number after `{key}`"), text))
+    };
+    let c = Cyclic {
+        priority: field("P:")? as u32,
+        cycles: field("C:")? as u64,
+        min_us: field("Min:")?,
+        avg_us: field("Avg:")?,
+        max_us: field("Max:")?,
+    };
+    if c.cycles == 0 {
+        return Err(unparsable(TOOL, "it measured no cycle", text));
+    }
+    if c.priority != 0 {
+        return Err(format!(
+            "cyclictest ran its measuring thread at real-time priority {} instead of \
+             SCHED_OTHER; it printed:\n{}",
+            c.priority,
+            text.trim_end()
+        ));
+    }
+    Ok(c)
+}
+
+/// Run a tool workload; its metrics.
+fn tool_workload(w: &str, o: &Options) -> Result<Vec<(&'static str, f64)>, String> {
+    let argv = tool_argv(w, o).ok_or_else(|| format!("{w} is not a tool workload"))?;
+    Ok(match w {
+        "hackbench" => vec![("time_s", parse_hackbench(&run_tool(&argv)?)?)],
+        "perf_messaging" => vec![("time_s", parse_perf_messaging(&run_tool(&argv)?)?)],
+        "perf_pipe" => {
+            let (us, ops) = parse_perf_pipe(&run_tool(&argv)?)?;
+            vec![("us_per_op", us), ("ops_per_s", ops)]
+        }
+        "cyclictest" => {
+            let (out, hog_ips) = beside_hogs(|| run_tool(&argv))?;
+            let c = parse_cyclictest(&out)?;
+            vec![
+                ("avg_us", c.avg_us),
+                ("max_us", c.max_us),
+                ("min_us", c.min_us),
+                ("cycles", c.cycles as f64),
+                ("hog_ips", hog_ips),
+            ]
+        }
+        _ => return Err(format!("{w} is not a tool workload")),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -919,6 +1179,7 @@ fn run_workload(
             let t = forkexec(o.forks)?;
             vec![("per_s", f64::from(o.forks) / t.as_secs_f64())]
         }
+        w if tool_program(w).is_some() => tool_workload(w, o)?,
         other => return Err(format!("unknown workload {other}")),
     };
     if let Some(s) = sched {
@@ -985,8 +1246,8 @@ fn config_line(o: &Options) -> String {
         .collect();
     format!(
         "bench: {{\"type\":\"config\",\"rounds\":{},\"warmup\":{},\"schedulers\":{},\
-         \"workloads\":{},\"duration_s\":{},\"loops\":{},\"forks\":{},\"sched_args\":{},\
-         \"kernel\":{},\"cpus\":{cpus}}}",
+         \"workloads\":{},\"duration_s\":{},\"loops\":{},\"forks\":{},\"groups\":{},\
+         \"msg_loops\":{},\"pipe_loops\":{},\"sched_args\":{},\"kernel\":{},\"cpus\":{cpus}}}",
         o.rounds,
         o.warmup,
         json_list(&o.schedulers),
@@ -994,6 +1255,9 @@ fn config_line(o: &Options) -> String {
         o.duration.as_secs_f64(),
         o.loops,
         o.forks,
+        o.groups,
+        o.msg_loops,
+        o.pipe_loops,
         json_list(&sched_args),
         json_str(release.trim())
     )
@@ -1008,6 +1272,20 @@ fn run(o: &Options) -> u32 {
                 emit(&format!(
                     "bench: {{\"type\":\"error\",\"scheduler\":{},\"message\":{}}}",
                     json_str(s),
+                    json_str(&format!("{} is missing", argv[0]))
+                ));
+                return 1;
+            }
+        }
+    }
+    // And on a tool that is not.
+    for w in &o.workloads {
+        if let Some(argv) = tool_argv(w, o) {
+            if !Path::new(&argv[0]).exists() {
+                say(&format!("{} is not in the guest image", argv[0]));
+                emit(&format!(
+                    "bench: {{\"type\":\"error\",\"workload\":{},\"message\":{}}}",
+                    json_str(w),
                     json_str(&format!("{} is missing", argv[0]))
                 ));
                 return 1;
@@ -1184,6 +1462,137 @@ mod tests {
         assert_eq!(final_counter("nothing", "user_dispatches"), None);
     }
 
+    const PERF_MESSAGING: &str = "\
+# Running 'sched/messaging' benchmark:
+# 20 sender and receiver processes per group
+# 2 groups == 80 processes run
+
+     Total time: 0.245 [sec]
+";
+    const PERF_PIPE: &str = "\
+# Running 'sched/pipe' benchmark:
+# Executed 10000 pipe operations between two processes
+
+     Total time: 0.026 [sec]
+
+       2.609900 usecs/op
+         383156 ops/sec
+";
+    const HACKBENCH: &str = "\
+Running in process mode with 2 groups using 40 file descriptors each (== 80 tasks)
+Each sender will pass 100 messages of 100 bytes
+Time: 0.161
+";
+    const CYCLICTEST: &str = "\
+WARN: not setting cpu_dma_latency from cyclictest
+T: 0 (19442) P: 0 I:1000 C:   1500 Min:     29 Act:   80 Avg:  148 Max:    8063
+";
+
+    #[test]
+    fn parses_tool_output() {
+        assert_eq!(parse_perf_messaging(PERF_MESSAGING), Ok(0.245));
+        assert_eq!(parse_perf_pipe(PERF_PIPE), Ok((2.6099, 383156.0)));
+        assert_eq!(parse_hackbench(HACKBENCH), Ok(0.161));
+        assert_eq!(
+            parse_cyclictest(CYCLICTEST),
+            Ok(Cyclic {
+                priority: 0,
+                cycles: 1500,
+                min_us: 29.0,
+                avg_us: 148.0,
+                max_us: 8063.0
+            })
+        );
+        // Failures name the tool, say what is missing and show the text.
+        let e = parse_perf_messaging("perf: 'bench' is not a perf-command\n").unwrap_err();
+        assert!(
+            e.starts_with("cannot parse the output of perf bench sched messaging: no `Total time"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("it printed:\nperf: 'bench' is not a perf-command"),
+            "{e}"
+        );
+        // The time of pipe is not its µs/op.
+        let e = parse_perf_pipe(PERF_MESSAGING).unwrap_err();
+        assert!(
+            e.contains("perf bench sched pipe: no `<number> usecs/op` line"),
+            "{e}"
+        );
+        let e = parse_perf_pipe("       2.6 usecs/op\n").unwrap_err();
+        assert!(e.contains("ops/sec"), "{e}");
+        let e = parse_hackbench("Time: soon\n").unwrap_err();
+        assert!(e.contains("hackbench: no `Time: <seconds>` line"), "{e}");
+        assert!(parse_hackbench("Time: -1\n").is_err());
+        assert!(parse_hackbench("").is_err());
+        let e = parse_cyclictest("# /dev/cpu_dma_latency set to 0us\n").unwrap_err();
+        assert!(
+            e.starts_with("cannot parse the output of cyclictest: no `T: …`"),
+            "{e}"
+        );
+        let e =
+            parse_cyclictest("T: 0 (1) P: 0 I:1000 C: 10 Min: 1 Act: 2 Avg: x Max: 4").unwrap_err();
+        assert!(e.contains("no number after `Avg:`"), "{e}");
+        let e =
+            parse_cyclictest("T: 0 (1) P: 0 I:1000 C: 0 Min: 0 Act: 0 Avg: 0 Max: 0").unwrap_err();
+        assert!(e.contains("no cycle"), "{e}");
+        // A real-time measuring thread is not what the benchmark measures.
+        let rt = "defaulting realtime priority to 2\nT: 0 (7) P: 2 I:1000 C: 9 Min: 1 Act: 2 Avg: 3 Max: 4\n";
+        let e = parse_cyclictest(rt).unwrap_err();
+        assert!(
+            e.starts_with("cyclictest ran its measuring thread at real-time priority 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tool_command_lines() {
+        let o = parse(&[
+            "--groups",
+            "3",
+            "--msg-loops",
+            "50",
+            "--pipe-loops",
+            "7",
+            "--duration",
+            "1.5",
+        ])
+        .unwrap();
+        assert_eq!(
+            tool_argv("hackbench", &o).unwrap(),
+            ["/bin/hackbench", "-g", "3", "-l", "50"]
+        );
+        assert_eq!(
+            tool_argv("perf_messaging", &o).unwrap(),
+            [
+                "/bin/perf",
+                "bench",
+                "sched",
+                "messaging",
+                "-g",
+                "3",
+                "-l",
+                "50"
+            ]
+        );
+        assert_eq!(
+            tool_argv("perf_pipe", &o).unwrap(),
+            ["/bin/perf", "bench", "sched", "pipe", "-l", "7"]
+        );
+        let c = tool_argv("cyclictest", &o).unwrap();
+        assert_eq!(c[..3], ["/bin/cyclictest", "-q", "--policy=other"]);
+        assert!(!c.iter().any(|a| a == "-p"), "{c:?}");
+        assert!(c.windows(2).any(|w| w == ["-l", "1500"]), "{c:?}");
+        assert!(c.windows(2).any(|w| w == ["-i", "1000"]), "{c:?}");
+        assert_eq!(tool_argv("pingpong", &o), None);
+        assert!(parse(&["--pipe-loops", "0"]).is_err());
+        let e = run_tool(&["/bin/sh".into(), "-c".into(), "echo oops; exit 3".into()]).unwrap_err();
+        assert!(
+            e.contains("failed (exit status 3); it printed:\noops"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn workloads_run_on_the_host() {
         // Small versions of each workload, under whatever scheduler the host has.
@@ -1194,6 +1603,22 @@ mod tests {
         assert!(messages(5).unwrap() > Duration::ZERO);
         if Path::new("/bin/true").exists() {
             assert!(forkexec(3).unwrap() > Duration::ZERO);
+        }
+        // The real tools, where this host has them (`cargo xtask setup` installs them).
+        let o = parse(&[
+            "--msg-loops",
+            "5",
+            "--pipe-loops",
+            "100",
+            "--duration",
+            "0.1",
+        ])
+        .unwrap();
+        for w in ["hackbench", "perf_messaging", "perf_pipe", "cyclictest"] {
+            if Path::new(&tool_argv(w, &o).unwrap()[0]).exists() {
+                let m = tool_workload(w, &o).unwrap_or_else(|e| panic!("{w}: {e}"));
+                assert!(m.iter().all(|(_, v)| v.is_finite()), "{w}: {m:?}");
+            }
         }
     }
 }

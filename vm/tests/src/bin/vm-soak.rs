@@ -41,11 +41,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use vm_tests::AnonMemory;
+
 const ALL_PARTS: &[&str] = &[
     "fork", "exec", "hog", "affinity", "nice", "threads", "mem", "pingpong", "sleep",
 ];
 const SOAK_ENV: &str = "SCX_VM_SOAK_SECS";
-const PAGE: usize = 4096;
 const MIB: usize = 1 << 20;
 
 #[derive(Debug)]
@@ -200,50 +201,6 @@ fn reclaim_counters() -> BTreeMap<String, u64> {
     out
 }
 
-/// An anonymous private mapping, unmapped on drop.
-struct Region {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Region {
-    fn new(len: usize) -> Option<Region> {
-        // SAFETY: a fresh anonymous mapping; checked for MAP_FAILED.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return None;
-        }
-        Some(Region {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
-    /// Write one byte in every page.
-    fn touch(&self, value: u8) {
-        for off in (0..self.len).step_by(PAGE) {
-            // SAFETY: in bounds of our own mapping.
-            unsafe { std::ptr::write_volatile(self.ptr.add(off), value) };
-        }
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Memory hog
 // ---------------------------------------------------------------------------------------------
@@ -273,7 +230,7 @@ fn memhog(percent: u64, hold: Duration, floor_mib: u64) -> Result<(), String> {
             at_floor = true;
             break;
         }
-        let Some(r) = Region::new(chunk) else {
+        let Some(r) = AnonMemory::new(chunk) else {
             break;
         };
         r.touch(1);
@@ -510,7 +467,7 @@ fn start_part(
             hs.push(thread::spawn(move || {
                 while running() {
                     let mib = (mem_available_mib() * 30 / 100).clamp(4, 256) as usize;
-                    if let Some(r) = Region::new(mib * MIB) {
+                    if let Some(r) = AnonMemory::new(mib * MIB) {
                         r.touch(1);
                         c.max("mem_peak_mib", mib as u64);
                         for v in 2..7u8 {
