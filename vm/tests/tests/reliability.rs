@@ -1354,3 +1354,47 @@ fn stall_guard_counts_the_waiting_tasks_it_can_no_longer_see() {
         "the default capacity lost entries: {default}"
     );
 }
+
+/// The task-storage map of the scheduler this process loaded last (`task_ctx_stor`).
+fn task_ctx_map() -> libbpf_rs::MapHandle {
+    let id = libbpf_rs::query::MapInfoIter::default()
+        .filter(|m| m.ty == libbpf_rs::MapType::TaskStorage && m.name == "task_ctx_stor")
+        .map(|m| m.id)
+        .max()
+        .expect("no task_ctx_stor map is loaded");
+    libbpf_rs::MapHandle::from_map_id(id).expect("opening task_ctx_stor by id")
+}
+
+/// A task without a task context (as when `init_task` could not allocate one) is run by BPF
+/// itself and counted in `nr_untracked_dispatches`, never as ring congestion. The test takes
+/// a sleeping shell's context away by deleting its entry in the task-storage map (the key
+/// is a pidfd), then schedules for a second.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn a_task_without_a_task_context_is_counted_untracked_not_congested() {
+    use libbpf_rs::MapCore;
+    require_guest();
+    let mut sleeper = common::gated_shell("while :; do sleep 0.005; done", None);
+    let mut bpf = BpfScheduler::builder().build().expect("init");
+    let stdin = sleeper.child().stdin.as_mut().expect("piped stdin");
+    std::io::Write::write_all(stdin, b"go\n").expect("start the sleeper");
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, sleeper.id() as libc::pid_t, 0) };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    let deleted = task_ctx_map().delete(&(pidfd as i32).to_ne_bytes());
+    // SAFETY: pidfd is an fd this test opened and no longer uses.
+    unsafe { libc::close(pidfd as i32) };
+    deleted.expect("deleting the sleeper's task context");
+    let outcome = idle_for(&mut bpf, Duration::from_secs(1));
+    drop(sleeper.stop(libc::SIGKILL, Duration::from_secs(5)));
+    // `finish` also checks that nothing counted as congestion.
+    let s = finish(bpf, outcome, "untracked task");
+    assert!(
+        s.nr_untracked_dispatches > 0,
+        "the sleeper without a context woke for a second but was never counted untracked: {s}"
+    );
+}

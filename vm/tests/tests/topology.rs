@@ -6,9 +6,12 @@
 //! - the `llc` example keeps wake-ups in the last-level cache they come from;
 //! - the memory-management kernel threads are dispatched by BPF (and counted) unless
 //!   `full_user`. This one runs here rather than in the main boot so that its memory pressure
-//!   and sysctl changes touch no other test.
+//!   and sysctl changes touch no other test;
+//! - a preempting dispatch makes room on an online CPU, never on an offline one (needs a CPU
+//!   to take offline besides the scheduler's and two busy ones).
 
 mod common;
+mod common_rel;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -348,5 +351,138 @@ fn mm_kthreads_are_dispatched_by_bpf_unless_full_user() {
     assert_eq!(
         user_dispatched, 0,
         "with full_user BPF must leave the mm kthreads to user space"
+    );
+}
+
+/// Pins the calling thread to `cpus`.
+fn pin_this_thread(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t, filled with CPU_SET and passed with its size; pid 0 is this
+    // thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "pinning to {cpus:?}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Puts CPU 3 back online when dropped, whatever the test did in between.
+struct Cpu3Offline;
+
+const CPU3_ONLINE: &str = "/sys/devices/system/cpu/cpu3/online";
+
+impl Cpu3Offline {
+    fn take() -> Self {
+        std::fs::write(CPU3_ONLINE, "0").expect("taking CPU 3 offline");
+        Cpu3Offline
+    }
+}
+
+impl Drop for Cpu3Offline {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(CPU3_ONLINE, "1") {
+            eprintln!("putting CPU 3 back online: {e}");
+        }
+    }
+}
+
+/// A preempting dispatch makes room on a CPU that is online. CPU 3 is offline (it shows no
+/// task, as an idle CPU does); a thread allowed on CPUs 1 to 3 sleeps 3 ms at a time while
+/// spinners with 20 ms slices hold CPUs 1 and 2, and the scheduler runs on CPU 0. Each
+/// wake-up is dispatched with `preempt`: the spinner that ran longest must make way at once.
+/// Kicking the offline CPU instead leaves the thread waiting for a spinner's slice to end.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn a_preempting_dispatch_makes_room_on_an_online_cpu_never_an_offline_one() {
+    use scx_userland::{BpfScheduler, Dispatch, ExitKind};
+    use std::io::Write;
+    use std::sync::atomic::AtomicI32;
+    require_guest();
+    const SLICE_US: u64 = 20_000;
+    let offline = Cpu3Offline::take();
+    pin_this_thread(&[0]);
+    let mut spinners: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|cpu| common::gated_shell("while :; do :; done", Some(cpu)))
+        .collect();
+    let mut bpf = BpfScheduler::builder()
+        .slice_us(SLICE_US)
+        .build()
+        .expect("init");
+    for s in &mut spinners {
+        let stdin = s.child().stdin.as_mut().expect("piped stdin");
+        stdin.write_all(b"go\n").expect("start the spinner");
+    }
+    let (stop, tid) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicI32::new(0)),
+    );
+    let sleeper = {
+        let (stop, tid) = (stop.clone(), tid.clone());
+        thread::spawn(move || {
+            pin_this_thread(&[1, 2, 3]);
+            // SAFETY: gettid has no preconditions.
+            tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    // When the sleeper's last wake-up was dispatched; its next record tells when it ran.
+    let mut decided = None;
+    let mut delays = Vec::new();
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
+            if task.is_exiting() {
+                continue;
+            }
+            let mut d = Dispatch::fifo(&task);
+            if task.pid == tid.load(Ordering::Relaxed) {
+                if let Some(at) = decided.take() {
+                    if task.start_ts > at {
+                        delays.push(task.start_ts - at);
+                    }
+                }
+                if task.is_wakeup() {
+                    decided = Some(common_rel::now_ns());
+                    d.preempt = true;
+                }
+            }
+            bpf.dispatch_task(&d).expect("dispatch");
+        }
+        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let report = bpf.shutdown_and_report().expect("report");
+    sleeper.join().expect("sleeper thread");
+    for mut s in spinners {
+        drop(s.stop(libc::SIGKILL, Duration::from_secs(5)));
+    }
+    drop(offline);
+    pin_this_thread(&[0, 1, 2, 3]);
+    delays.sort_unstable();
+    let median = delays.get(delays.len() / 2).copied().unwrap_or(u64::MAX);
+    let st = report.stats;
+    println!(
+        "preempting wake-ups with CPU 3 offline: {} decisions to run, median {} us, slice \
+         {SLICE_US} us; {st}",
+        delays.len(),
+        median / 1000
+    );
+    assert_eq!(report.kind, ExitKind::Unregistered, "{report}");
+    assert!(delays.len() >= 50, "too few wake-ups to judge: {st}");
+    // Waiting for a spinner's slice to end costs 10 ms on average.
+    assert!(
+        median < SLICE_US * 1000 / 8,
+        "preempting wake-ups waited {} us (median) with CPUs 1 and 2 busy: no room was made",
+        median / 1000
     );
 }
