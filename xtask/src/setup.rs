@@ -985,10 +985,10 @@ fn report() -> (Vec<Need>, Vec<&'static str>) {
     let mut missing = Vec::new();
     for &n in ALL {
         match n.probe() {
-            Ok(found) => println!("  ok       {:<18} {found}", n.to_string()),
+            Ok(found) => println!("  ok       {:<19} {found}", n.to_string()),
             Err(why) => {
                 println!(
-                    "  MISSING  {:<18} {why} (for {})",
+                    "  MISSING  {:<19} {why} (for {})",
                     n.to_string(),
                     n.purpose()
                 );

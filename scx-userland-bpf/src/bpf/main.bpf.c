@@ -627,6 +627,30 @@ static __always_inline bool cpu_held_elsewhere(s32 cpu)
 	return held;
 }
 
+/*
+ * @p is the scheduling thread, or the scheduler process's main thread, on its way out
+ * while we are attached (a normal shutdown detaches first).
+ */
+static __always_inline bool usersched_gone(const struct task_struct *p)
+{
+	if (!usersched_tgid || detaching || !(p->flags & PF_EXITING))
+		return false;
+	return p->pid == usersched_pid || p->pid == usersched_tgid;
+}
+
+/*
+ * The scheduler process is going away: step aside now. Waiting for its descriptors
+ * to close would wait for all its threads to exit, and those that are not privileged
+ * may be waiting for decisions that will never come.
+ */
+static __always_inline void step_aside(void)
+{
+	unsigned long long no_args[1] = {};
+
+	fallback = 1;
+	scx_bpf_exit_bstr(0, usersched_exited_msg, no_args, sizeof(no_args));
+}
+
 SEC("struct_ops/rl_select_cpu")
 s32 BPF_PROG(rl_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
@@ -1039,6 +1063,9 @@ void BPF_PROG(rl_stopping, struct task_struct *p, bool runnable)
 		cpu_to_pid[cpu] = 0;
 		cpu_run_start[cpu] = 0;
 	}
+	/* The scheduling thread stops for good (or sleeps on its way out): no decision follows. */
+	if (!runnable && usersched_gone(p))
+		step_aside();
 	if (tctx) {
 		tctx->stop_ts = now;
 		if (tctx->start_ts && now > tctx->start_ts)
@@ -1121,12 +1148,8 @@ void BPF_PROG(rl_exit_task, struct task_struct *p, struct scx_exit_task_args *ar
 	struct task_ctx *tctx = lookup_task_ctx(p);
 	struct queued_task_ctx *rec;
 
-	/* The scheduler process is going away: step aside now instead of waiting for its fds. */
-	if (usersched_tgid && p->pid == usersched_tgid && (p->flags & PF_EXITING)) {
-		unsigned long long no_args[1] = {};
-
-		fallback = 1;
-		scx_bpf_exit_bstr(0, usersched_exited_msg, no_args, sizeof(no_args));
+	if (usersched_gone(p)) {
+		step_aside();
 		return;
 	}
 	if (!tctx || !tctx->reported)

@@ -64,15 +64,16 @@ fn assert_never_disabled(kmsg: &Kmsg, what: &str) {
     );
 }
 
+/// The state letter of process `pid` in /proc/PID/stat (`R`, `S`, `T`, `Z`…), None if gone.
+fn stat_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+}
+
 /// Is process `pid` alive (not gone, not a zombie)?
 fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
+    stat_state(pid).is_some_and(|state| state != 'Z' && state != 'X')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,6 +232,50 @@ fn death_sigkill_under_load_falls_back_fast() {
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
 fn death_with_the_link_held_elsewhere_falls_back_fast() {
     death_trials("death-held-link", 5, 5, true);
+}
+
+/// SIGKILL of a scheduler whose scheduling thread is not its main thread (`vm-thread-sched`,
+/// stall guard at 5 s): BPF steps aside as soon as the scheduling thread dies. The main
+/// thread, woken by the kill, waits for a decision that never comes, so neither its exit nor
+/// the closing of the process's descriptors can be what ends the scheduler.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn death_of_a_scheduling_thread_that_is_not_the_main_thread_falls_back_fast() {
+    require_guest();
+    let kmsg = Kmsg::mark();
+    let mut left_ms = Vec::new();
+    for trial in 1..=5 {
+        let sched = SchedProc::start("vm-thread-sched", &[]);
+        thread::sleep(Duration::from_millis(300));
+        let pid = sched.pid();
+        let left = spawn_rt(move || {
+            let killed = now_ns();
+            kill(pid, libc::SIGKILL).expect("SIGKILL vm-thread-sched");
+            loop {
+                let t = now_ns();
+                if fast_state() != FastState::Enabled {
+                    return Some(t - killed);
+                }
+                if t > killed + 10_000 * MS {
+                    return None;
+                }
+                sleep_until_ns(t + MS);
+            }
+        })
+        .join()
+        .expect("the RT watcher panicked");
+        wait_for_state("disabled", Duration::from_secs(15))
+            .expect("back to disabled after SIGKILL");
+        drop(sched); // reaps it
+        let ms_left = left.map_or(f64::INFINITY, ms);
+        println!("thread-death: trial {trial}: left enabled after {ms_left:.1} ms");
+        left_ms.push(ms_left);
+    }
+    assert_no_stall(&kmsg, "thread-death");
+    assert!(
+        left_ms.iter().all(|&m| m <= DEATH_LIMIT_MS),
+        "sched_ext stayed enabled after its scheduling thread died (ms per trial): {left_ms:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1368,7 +1413,8 @@ fn task_ctx_map() -> libbpf_rs::MapHandle {
 /// A task without a task context (as when `init_task` could not allocate one) is run by BPF
 /// itself and counted in `nr_untracked_dispatches`, never as ring congestion. The test takes
 /// a sleeping shell's context away by deleting its entry in the task-storage map (the key
-/// is a pidfd), then schedules for a second.
+/// is a pidfd) while the shell is stopped, so that no decision is outstanding for it, then
+/// lets it go on and schedules for a second.
 #[test]
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
 fn a_task_without_a_task_context_is_counted_untracked_not_congested() {
@@ -1385,7 +1431,15 @@ fn a_task_without_a_task_context_is_counted_untracked_not_congested() {
         "pidfd_open: {}",
         std::io::Error::last_os_error()
     );
+    kill(sleeper.id(), libc::SIGSTOP).expect("SIGSTOP the sleeper");
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(5), || {
+            stat_state(sleeper.id()) == Some('T')
+        }),
+        "the sleeper never showed as stopped"
+    );
     let deleted = task_ctx_map().delete(&(pidfd as i32).to_ne_bytes());
+    kill(sleeper.id(), libc::SIGCONT).expect("SIGCONT the sleeper");
     // SAFETY: pidfd is an fd this test opened and no longer uses.
     unsafe { libc::close(pidfd as i32) };
     deleted.expect("deleting the sleeper's task context");

@@ -395,7 +395,7 @@ impl Drop for Cpu3Offline {
 
 /// A preempting dispatch makes room on a CPU that is online. CPU 3 is offline (it shows no
 /// task, as an idle CPU does); a thread allowed on CPUs 1 to 3 sleeps 3 ms at a time while
-/// spinners with 20 ms slices hold CPUs 1 and 2, and the scheduler runs on CPU 0. Each
+/// spinners with 40 ms slices hold CPUs 1 and 2, and the scheduler runs on CPU 0. Each
 /// wake-up is dispatched with `preempt`: the spinner that ran longest must make way at once.
 /// Kicking the offline CPU instead leaves the thread waiting for a spinner's slice to end.
 #[test]
@@ -405,7 +405,7 @@ fn a_preempting_dispatch_makes_room_on_an_online_cpu_never_an_offline_one() {
     use std::io::Write;
     use std::sync::atomic::AtomicI32;
     require_guest();
-    const SLICE_US: u64 = 20_000;
+    const SLICE_US: u64 = 40_000;
     let offline = Cpu3Offline::take();
     pin_this_thread(&[0]);
     let mut spinners: Vec<_> = [1, 2]
@@ -479,9 +479,10 @@ fn a_preempting_dispatch_makes_room_on_an_online_cpu_never_an_offline_one() {
     );
     assert_eq!(report.kind, ExitKind::Unregistered, "{report}");
     assert!(delays.len() >= 50, "too few wake-ups to judge: {st}");
-    // Waiting for a spinner's slice to end costs 10 ms on average.
+    // Waiting for a spinner's slice to end costs 20 ms on average (seen on 7.3: 16.5 ms when
+    // the offline CPU was kicked instead, 2.6 ms when room is made).
     assert!(
-        median < SLICE_US * 1000 / 8,
+        median < SLICE_US * 1000 / 4,
         "preempting wake-ups waited {} us (median) with CPUs 1 and 2 busy: no room was made",
         median / 1000
     );
