@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_accounting, counters, gated_shell, mixed_workload, SchedProc};
+use common::{assert_accounting, counters, gated_shell, mixed_workload, release, SchedProc};
 use scx_userland::{BpfScheduler, Dispatch, DispatchedTask, Error, Stats, RL_CPU_ANY};
 use vm_tests::{read_state, ChildGuard};
 
@@ -110,11 +110,6 @@ fn spinner_on(cpu: usize) -> ChildGuard {
 
 /// Short sleeps in a loop: a stream of wake-ups.
 const SLEEPER: &str = "i=0; while [ $i -lt 400 ]; do sleep 0.005; i=$((i+1)); done";
-
-fn release(spinner: &mut ChildGuard) {
-    let stdin = spinner.child().stdin.as_mut().expect("piped stdin");
-    stdin.write_all(b"go\n").expect("start the spinner");
-}
 
 #[test]
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
@@ -419,8 +414,6 @@ fn task_preempted_by_the_scheduler_is_put_back() {
 #[test]
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
 fn a_woken_task_runs_before_the_task_the_scheduler_displaced() {
-    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-    use std::sync::Arc;
     // Long slices: a decision left waiting behind a displaced spinner would wait for milliseconds.
     const SLICE_US: u64 = 20_000;
     let cpus = std::thread::available_parallelism().unwrap().get();
@@ -433,52 +426,14 @@ fn a_woken_task_runs_before_the_task_the_scheduler_displaced() {
         release(s);
     }
     // A thread of ours that sleeps 3 ms at a time (not privileged: it goes through the policy).
-    let (stop, tid) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicI32::new(0)),
-    );
-    let sleeper = {
-        let (stop, tid) = (stop.clone(), tid.clone());
-        std::thread::spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(3));
-            }
-        })
-    };
-    // When the sleeper's wake-up was dispatched; its next record tells when it ran.
-    let mut decided = None;
-    let mut delays = Vec::new();
-    let end = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < end {
-        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
-            if task.is_exiting() {
-                continue;
-            }
-            let ours = task.pid == tid.load(Ordering::Relaxed);
-            if ours {
-                if let Some(at) = decided.take() {
-                    if task.start_ts > at {
-                        delays.push(task.start_ts - at);
-                    }
-                }
-                if task.is_wakeup() {
-                    decided = Some(common_rel::now_ns());
-                }
-            }
-            bpf.dispatch_task(&Dispatch::fifo(&task)).expect("dispatch");
-        }
-        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
-    }
-    stop.store(true, Ordering::Relaxed);
+    let sleeper = common_rel::SleeperThread::start(Duration::from_millis(3), None);
+    let delays = common_rel::wakeup_delays(&mut bpf, &sleeper, Duration::from_secs(2), |_| {});
+    drop(sleeper);
     let report = bpf.shutdown_and_report().expect("report");
-    sleeper.join().expect("sleeper thread");
     for mut s in spinners {
         drop(s.stop(libc::SIGKILL, Duration::from_secs(5)));
     }
     let st = report.stats;
-    delays.sort_unstable();
     let median = delays.get(delays.len() / 2).copied().unwrap_or(u64::MAX);
     println!(
         "woken beside {cpus} spinners: {} decisions to run, median {} us, slice {SLICE_US} us; {st}",

@@ -354,25 +354,6 @@ fn mm_kthreads_are_dispatched_by_bpf_unless_full_user() {
     );
 }
 
-/// Pins the calling thread to `cpus`.
-fn pin_this_thread(cpus: &[usize]) {
-    // SAFETY: a zeroed cpu_set_t, filled with CPU_SET and passed with its size; pid 0 is this
-    // thread.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    assert_eq!(
-        rc,
-        0,
-        "pinning to {cpus:?}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// Puts CPU 3 back online when dropped, whatever the test did in between.
 struct Cpu3Offline;
 
@@ -401,13 +382,11 @@ impl Drop for Cpu3Offline {
 #[test]
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
 fn a_preempting_dispatch_makes_room_on_an_online_cpu_never_an_offline_one() {
-    use scx_userland::{BpfScheduler, Dispatch, ExitKind};
-    use std::io::Write;
-    use std::sync::atomic::AtomicI32;
+    use scx_userland::{BpfScheduler, ExitKind};
     require_guest();
     const SLICE_US: u64 = 40_000;
     let offline = Cpu3Offline::take();
-    pin_this_thread(&[0]);
+    common::pin_this_thread(&[0]);
     let mut spinners: Vec<_> = [1, 2]
         .into_iter()
         .map(|cpu| common::gated_shell("while :; do :; done", Some(cpu)))
@@ -417,58 +396,19 @@ fn a_preempting_dispatch_makes_room_on_an_online_cpu_never_an_offline_one() {
         .build()
         .expect("init");
     for s in &mut spinners {
-        let stdin = s.child().stdin.as_mut().expect("piped stdin");
-        stdin.write_all(b"go\n").expect("start the spinner");
+        common::release(s);
     }
-    let (stop, tid) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicI32::new(0)),
-    );
-    let sleeper = {
-        let (stop, tid) = (stop.clone(), tid.clone());
-        thread::spawn(move || {
-            pin_this_thread(&[1, 2, 3]);
-            // SAFETY: gettid has no preconditions.
-            tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
-            while !stop.load(Ordering::Relaxed) {
-                thread::sleep(Duration::from_millis(3));
-            }
-        })
-    };
-    // When the sleeper's last wake-up was dispatched; its next record tells when it ran.
-    let mut decided = None;
-    let mut delays = Vec::new();
-    let end = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < end {
-        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
-            if task.is_exiting() {
-                continue;
-            }
-            let mut d = Dispatch::fifo(&task);
-            if task.pid == tid.load(Ordering::Relaxed) {
-                if let Some(at) = decided.take() {
-                    if task.start_ts > at {
-                        delays.push(task.start_ts - at);
-                    }
-                }
-                if task.is_wakeup() {
-                    decided = Some(common_rel::now_ns());
-                    d.preempt = true;
-                }
-            }
-            bpf.dispatch_task(&d).expect("dispatch");
-        }
-        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
-    }
-    stop.store(true, Ordering::Relaxed);
+    let sleeper = common_rel::SleeperThread::start(Duration::from_millis(3), Some(vec![1, 2, 3]));
+    let delays = common_rel::wakeup_delays(&mut bpf, &sleeper, Duration::from_secs(2), |d| {
+        d.preempt = true
+    });
+    drop(sleeper);
     let report = bpf.shutdown_and_report().expect("report");
-    sleeper.join().expect("sleeper thread");
     for mut s in spinners {
         drop(s.stop(libc::SIGKILL, Duration::from_secs(5)));
     }
     drop(offline);
-    pin_this_thread(&[0, 1, 2, 3]);
-    delays.sort_unstable();
+    common::pin_this_thread(&[0, 1, 2, 3]);
     let median = delays.get(delays.len() / 2).copied().unwrap_or(u64::MAX);
     let st = report.stats;
     println!(

@@ -52,16 +52,34 @@ pub fn gated_shell(script: &str, cpu: Option<usize>) -> ChildGuard {
     ChildGuard::spawn(&mut cmd).expect("spawn a gated shell")
 }
 
+/// Lets a [`gated_shell`] start its script.
+pub fn release(gated: &mut ChildGuard) {
+    let stdin = gated.child().stdin.as_mut().expect("piped stdin");
+    stdin.write_all(b"go\n").expect("release a gated shell");
+}
+
+/// Pins the calling thread to `cpu`.
 pub fn set_affinity(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t, filled with CPU_SET and passed with its size.
-    unsafe {
+    pin_this_thread(&[cpu]);
+}
+
+/// Pins the calling thread to `cpus`.
+pub fn pin_this_thread(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t, filled with CPU_SET and passed with its size; pid 0 is this
+    // thread.
+    let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "pinning to {cpus:?}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn current_cpu() -> i32 {

@@ -523,3 +523,91 @@ impl HeldLink {
         }
     }
 }
+
+/// A thread of this process that sleeps `period` at a time until dropped. It is not
+/// privileged, so each of its wake-ups goes through the policy.
+pub struct SleeperThread {
+    stop: Arc<AtomicBool>,
+    tid: Arc<std::sync::atomic::AtomicI32>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl SleeperThread {
+    /// Starts it, pinned to `cpus` when given, and waits until it knows its thread id.
+    pub fn start(period: Duration, cpus: Option<Vec<usize>>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let handle = {
+            let (stop, tid) = (stop.clone(), tid.clone());
+            std::thread::spawn(move || {
+                if let Some(cpus) = cpus {
+                    crate::common::pin_this_thread(&cpus);
+                }
+                // SAFETY: gettid has no preconditions.
+                tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(period);
+                }
+            })
+        };
+        while tid.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        Self {
+            stop,
+            tid,
+            handle: Some(handle),
+        }
+    }
+
+    /// Its thread id (the `pid` of its `QueuedTask`s).
+    pub fn tid(&self) -> i32 {
+        self.tid.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SleeperThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Schedules every task in FIFO order from this thread for `dur`, `shape` adjusting the
+/// decision for each wake-up of `sleeper`. Returns, for each of those wake-ups, the ns from
+/// the decision to the start of the run it led to (read from the sleeper's next record).
+pub fn wakeup_delays(
+    bpf: &mut scx_userland::BpfScheduler,
+    sleeper: &SleeperThread,
+    dur: Duration,
+    shape: impl Fn(&mut scx_userland::Dispatch),
+) -> Vec<u64> {
+    let mut decided = None;
+    let mut delays = Vec::new();
+    let end = std::time::Instant::now() + dur;
+    while std::time::Instant::now() < end {
+        while let Some(task) = bpf.dequeue_task().expect("dequeue") {
+            if task.is_exiting() {
+                continue;
+            }
+            let mut d = scx_userland::Dispatch::fifo(&task);
+            if task.pid == sleeper.tid() {
+                if let Some(at) = decided.take() {
+                    if task.start_ts > at {
+                        delays.push(task.start_ts - at);
+                    }
+                }
+                if task.is_wakeup() {
+                    decided = Some(now_ns());
+                    shape(&mut d);
+                }
+            }
+            bpf.dispatch_task(&d).expect("dispatch");
+        }
+        bpf.wait_for_tasks(Duration::from_millis(5)).expect("wait");
+    }
+    delays.sort_unstable();
+    delays
+}
