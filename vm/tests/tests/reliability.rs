@@ -453,9 +453,12 @@ fn memory_pressure_keeps_the_scheduler_attached() {
         let m = kv_line(&hog_lines, "vm-soak: memhog touched_mib=");
         println!("memory: memhog {m:?}");
         let num = |k: &str| m[k].parse::<u64>().unwrap();
+        // Pressure is what the hog left: it fills until only its floor is available. (Its
+        // share of MemTotal depends on what the guest's initramfs already takes.)
         assert!(
-            num("touched_mib") * 100 >= num("memtotal_mib") * 60,
-            "the hog only touched {} of {} MiB: not much pressure",
+            num("min_available_mib") <= 64,
+            "only down to {} MiB available ({} of {} MiB touched): not much pressure",
+            num("min_available_mib"),
             num("touched_mib"),
             num("memtotal_mib")
         );
