@@ -4209,6 +4209,11 @@ mod imp {
         pub struct bpf_dynptr {
             pub __opaque: [u64; 2],
         }
+        #[derive(Debug, Default, Copy, Clone)]
+        #[repr(C)]
+        pub struct bpf_iter_scx_dsq {
+            pub __opaque: [u64; 6],
+        }
         #[derive(Debug, Copy, Clone)]
         #[repr(C)]
         pub struct scx_init_task_args {
@@ -4401,6 +4406,7 @@ mod imp {
             pub nr_vtime_dispatches: u64,
             pub nr_mm_kthread_dispatches: u64,
             pub nr_untracked_dispatches: u64,
+            pub nr_resume_rescues: u64,
             pub nr_pending_lost: u64,
             pub fallback: u64,
             pub nr_outstanding: i64,

@@ -40,6 +40,7 @@ const FIFO_HEAD_MAX_NS: u64 = 20_000_000;
 const RESUME_MIN_SLICE_NS: u64 = 100_000;
 /// Woken tasks go before a displaced task on its CPU for at most this long.
 const RESUME_MAX_WAIT_NS: u64 = 1_000_000;
+const RESUME_RESCUE_NS: u64 = 10_000_000;
 const DISPATCH_MAX_BATCH: usize = 32;
 const BATCH_MAX: usize = 16;
 /// `queued` ring: 4 MiB of 112-byte records with an 8-byte header each.
@@ -197,8 +198,8 @@ struct Cpu {
     /// to resume (FIFO, but one cut short joins at the head; each with what is left of its
     /// slice in its `slice`).
     resume: VecDeque<usize>,
-    /// `resume_ts[cpu]`: when the last of them to join `resume` was displaced, or 0 if it
-    /// was cut short (overdue at once).
+    /// `resume_ts[cpu]`: when the oldest of them was displaced, or 0 if one was cut short
+    /// (overdue at once).
     resume_ts: u64,
     busy_ns: u64,
     /// Higher-class tasks waiting for this CPU.
@@ -227,6 +228,7 @@ struct Counters {
     nr_vtime_dispatches: u64,
     nr_reenqueued: u64,
     nr_mm_kthread_dispatches: u64,
+    nr_resume_rescues: u64,
     nr_outstanding: i64,
     fallback: bool,
 }
@@ -1100,7 +1102,7 @@ impl Simulator {
                 // by a policy does, e.g. displaced again as soon as it resumed): it goes
                 // first, as if it had waited (`resume_ts` 0), at the head of the resume queue
                 // (`SCX_ENQ_HEAD`), ahead of a task displaced earlier that still waits there.
-                // Otherwise its wait starts now, at the tail.
+                // Otherwise it joins the tail; the clock starts only if none waits there.
                 let t = &mut self.tasks[tid];
                 t.state = St::Resume;
                 t.slice = resume;
@@ -1110,7 +1112,9 @@ impl Simulator {
                     c.resume_ts = 0;
                     c.resume.push_front(tid);
                 } else {
-                    c.resume_ts = now;
+                    if c.resume.is_empty() {
+                        c.resume_ts = now;
+                    }
                     c.resume.push_back(tid);
                 }
                 self.c.nr_displaced_dispatches += 1;
@@ -1794,6 +1798,19 @@ impl Simulator {
             self.c.fallback = true;
             self.c.nr_stalls += 1;
         }
+        // `rescue_resumes`: a resume queue its CPU left unserved too long gives its oldest
+        // task to the head of that CPU's local queue.
+        for cpu in 0..self.nr_cpus {
+            let c = &mut self.cpus[cpu as usize];
+            if c.resume_ts != 0 && now.saturating_sub(c.resume_ts) < RESUME_RESCUE_NS {
+                continue;
+            }
+            if let Some(tid) = c.resume.pop_front() {
+                let slice = self.tasks[tid].slice;
+                self.insert_local(cpu, tid, slice, SCX_ENQ_HEAD);
+                self.c.nr_resume_rescues += 1;
+            }
+        }
         if self.c.fallback {
             for cpu in 0..self.nr_cpus {
                 self.kick_if_idle(cpu, None);
@@ -1827,6 +1844,7 @@ impl Simulator {
             nr_vtime_dispatches: c.nr_vtime_dispatches,
             nr_reenqueued: c.nr_reenqueued,
             nr_mm_kthread_dispatches: c.nr_mm_kthread_dispatches,
+            nr_resume_rescues: c.nr_resume_rescues,
             nr_outstanding: c.nr_outstanding,
             fallback: c.fallback,
             ..Stats::default()

@@ -397,9 +397,9 @@ fn a_task_the_scheduler_displaced_resumes_after_the_tasks_it_just_dispatched() {
     );
 }
 
-/// A task displaced again waits anew: `resume_ts` is set at every displacement. One CPU, a
-/// hog and a ticker waking every 1 ms, as above: the hog resumes after the ticker and is
-/// displaced again about 950 us later, each time not overdue, so the ticker runs first every
+/// A task displaced again waits anew: `resume_ts` is set at every displacement into an empty
+/// resume queue, as the hog's is each time here. One CPU, a hog and a ticker waking every
+/// 1 ms, as above: the hog resumes after the ticker and is displaced again about 950 us later, each time not overdue, so the ticker runs first every
 /// time: 200 of 200 bursts, 4.5 us (p99). (When the wait counted from the hog's first
 /// displacement in its slice, the hog was overdue at the next one and resumed first: 70
 /// bursts, 3.1 ms (p50); with the hog always resuming first, 40 bursts, 4.4 ms.)
@@ -768,4 +768,29 @@ fn vtime_zero_joins_the_vtime_queue_when_asked() {
     );
     let r = simulate(&s, &mut Decide(|t: &QueuedTask| Some(Dispatch::fifo(t)))).unwrap();
     assert_eq!(r.stats.nr_vtime_dispatches, 0, "{r}");
+}
+
+/// Only a CPU's own `ops.dispatch` serves its resume queue, and a CPU whose local queue never
+/// runs dry never calls it: the stall timer gives the oldest task of a resume queue left
+/// waiting 10 ms past its turn to the head of its CPU's local queue. Two CPUs: six hogs that
+/// may only use CPU 0, each sent back there (`SeedFifo`), and a ticker on CPU 1 whose
+/// wake-ups keep CPU 1 carrying out the decisions for CPU 0. The scheduler wakes up on
+/// CPU 0 while CPU 1 is busy (50 ms), displaces hogs there, then wakes up on CPU 1. No hog
+/// goes more than 74 ms without running (24 displaced, 6 rescued); without the rule a hog
+/// waits in the resume queue for the rest of the run (1,968 ms).
+#[test]
+fn the_stall_timer_serves_a_resume_queue_its_cpu_never_looks_at() {
+    let mut hogs = hog("hog");
+    hogs.count = 6;
+    hogs.cpus = vec![0];
+    let mut tick = ticker("tick", 20, 1000);
+    tick.cpus = vec![1];
+    // CPU 1 busy for the first 50 ms: the scheduler wakes up on CPU 0 until then.
+    let mut other = TaskSpec::new("other", vec![Op::RunUs(50_000)]);
+    other.cpus = vec![1];
+    let s = scenario(2, 2000, vec![hogs, tick, other]);
+    let r = simulate(&s, &mut SeedFifo).unwrap();
+    assert!(r.stats.nr_displaced_dispatches > 0, "{r}");
+    assert!(r.stats.nr_resume_rescues > 0, "{r}");
+    assert!(r.group("hog").max_starvation_ns < 100 * MS, "{r}");
 }

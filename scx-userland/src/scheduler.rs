@@ -382,6 +382,9 @@ pub struct Stats {
     pub nr_mm_kthread_dispatches: u64,
     /// Tasks without a task context that BPF ran itself.
     pub nr_untracked_dispatches: u64,
+    /// Displaced tasks BPF's timer moved to their CPU because that CPU did not look at its
+    /// resume queue in time (its local queue never ran dry).
+    pub nr_resume_rescues: u64,
     /// Stall-guard entries evicted from its full queue while their task still waited (such a
     /// task is invisible to the guard until user space decides on it).
     pub nr_pending_lost: u64,
@@ -401,7 +404,7 @@ impl std::fmt::Display for Stats {
              failed_dispatches={} sched_congested={} queued_events={} exit_events={} \
              dispatch_records={} stalls={} fallback_dispatches={} direct_dispatches={} \
              displaced_dispatches={} reenqueued={} vtime_dispatches={} mm_kthread_dispatches={} \
-             untracked_dispatches={} pending_lost={} outstanding={} fallback={}",
+             untracked_dispatches={} resume_rescues={} pending_lost={} outstanding={} fallback={}",
             self.nr_online_cpus,
             self.nr_running,
             self.nr_queued,
@@ -423,6 +426,7 @@ impl std::fmt::Display for Stats {
             self.nr_vtime_dispatches,
             self.nr_mm_kthread_dispatches,
             self.nr_untracked_dispatches,
+            self.nr_resume_rescues,
             self.nr_pending_lost,
             self.nr_outstanding,
             u8::from(self.fallback)
@@ -971,6 +975,7 @@ impl<'a> BpfScheduler<'a> {
             nr_vtime_dispatches: read!(nr_vtime_dispatches),
             nr_mm_kthread_dispatches: read!(nr_mm_kthread_dispatches),
             nr_untracked_dispatches: read!(nr_untracked_dispatches),
+            nr_resume_rescues: read!(nr_resume_rescues),
             nr_pending_lost: read!(nr_pending_lost),
             // SAFETY: an aligned s64 of the live .bss mapping, updated concurrently by BPF,
             // read atomically.

@@ -90,6 +90,11 @@ pub struct Metrics {
     /// Tasks without a task context that BPF ran itself.
     #[stat(desc = "Tasks without a task context that BPF ran itself")]
     pub nr_untracked_dispatches: u64,
+    /// Displaced tasks BPF's timer moved to their CPU, whose resume queue went unserved.
+    #[stat(
+        desc = "Displaced tasks the stall timer moved to their CPU because it did not look in time"
+    )]
+    pub nr_resume_rescues: u64,
     /// Stall-guard entries lost from its full queue.
     #[stat(desc = "Stall-guard entries evicted while their task still waited")]
     pub nr_pending_lost: u64,
@@ -131,6 +136,7 @@ impl From<Stats> for Metrics {
             nr_vtime_dispatches: s.nr_vtime_dispatches,
             nr_mm_kthread_dispatches: s.nr_mm_kthread_dispatches,
             nr_untracked_dispatches: s.nr_untracked_dispatches,
+            nr_resume_rescues: s.nr_resume_rescues,
             nr_pending_lost: s.nr_pending_lost,
             nr_outstanding: s.nr_outstanding,
             fallback: u64::from(s.fallback),

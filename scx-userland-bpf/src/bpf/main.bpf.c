@@ -76,6 +76,13 @@ extern void scx_bpf_dispatch_vtime(struct task_struct *p, u64 dsq_id, u64 slice,
 				   u64 enq_flags) __ksym __weak;
 extern bool scx_bpf_dsq_move_to_local(u64 dsq_id) __ksym __weak;
 extern bool scx_bpf_consume(u64 dsq_id) __ksym __weak;
+extern bool scx_bpf_dsq_move(struct bpf_iter_scx_dsq *it__iter, struct task_struct *p, u64 dsq_id,
+			     u64 enq_flags) __ksym __weak;
+extern bool scx_bpf_dispatch_from_dsq(struct bpf_iter_scx_dsq *it__iter, struct task_struct *p,
+				      u64 dsq_id, u64 enq_flags) __ksym __weak;
+extern int bpf_iter_scx_dsq_new(struct bpf_iter_scx_dsq *it, u64 dsq_id, u64 flags) __ksym __weak;
+extern struct task_struct *bpf_iter_scx_dsq_next(struct bpf_iter_scx_dsq *it) __ksym __weak;
+extern void bpf_iter_scx_dsq_destroy(struct bpf_iter_scx_dsq *it) __ksym __weak;
 
 extern s32 scx_bpf_create_dsq(u64 dsq_id, s32 node) __ksym;
 extern s32 scx_bpf_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *is_idle) __ksym;
@@ -136,6 +143,15 @@ static __always_inline bool dsq_move_to_local_flags(u64 dsq_id, u64 enq_flags)
 static __always_inline bool dsq_move_to_local(u64 dsq_id)
 {
 	return dsq_move_to_local_flags(dsq_id, 0);
+}
+
+/* Move @p, met by the DSQ iterator @it, to @dsq_id; from ops.dispatch() or a timer. */
+static __always_inline bool dsq_move(struct bpf_iter_scx_dsq *it, struct task_struct *p, u64 dsq_id,
+				     u64 enq_flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_move))
+		return scx_bpf_dsq_move(it, p, dsq_id, enq_flags);
+	return scx_bpf_dispatch_from_dsq(it, p, dsq_id, enq_flags);
 }
 
 /* Send the tasks waiting in this CPU's local DSQ through ops.enqueue() again. */
@@ -217,6 +233,8 @@ volatile u64 nr_vtime_dispatches;
 volatile u64 nr_mm_kthread_dispatches;
 /* Tasks without a task context (no record possible): BPF ran them itself. */
 volatile u64 nr_untracked_dispatches;
+/* Displaced tasks the stall timer moved to their CPU, whose ops.dispatch() never came. */
+volatile u64 nr_resume_rescues;
 /* Live stall-guard entries evicted from a full `pending` queue: invisible to the guard. */
 volatile u64 nr_pending_lost;
 volatile u64 fallback;
@@ -256,7 +274,12 @@ u64 fifo_empty_ts;
 #define RESUME_MIN_SLICE_NS (100ULL * 1000)
 /* Woken tasks go before a displaced task on its CPU for at most this long. */
 #define RESUME_MAX_WAIT_NS (1000ULL * 1000)
-/* Per CPU: when its displaced task was displaced, or 0 when it was cut short and goes first. */
+/* A resume queue its CPU has not served for this long is served by the stall timer. */
+#define RESUME_RESCUE_NS (10ULL * 1000 * 1000)
+/*
+ * Per CPU: when the oldest task waiting in its resume queue was displaced, or 0 when
+ * one was cut short and goes first.
+ */
 u64 resume_ts[RL_MAX_CPUS];
 /*
  * Per CPU: decisions its running ops.dispatch() carried out. Passed through memory
@@ -521,6 +544,34 @@ static __always_inline void run_pending(void)
 	}
 }
 
+/*
+ * Only its CPU's ops.dispatch() takes from a resume queue, and a CPU whose local
+ * queue never runs dry, as when other CPUs keep carrying out decisions made for
+ * it, never calls it. From the stall timer: the oldest task of a resume queue
+ * overdue by RESUME_RESCUE_NS moves to the head of its CPU's local queue and runs
+ * there next.
+ */
+static __always_inline void rescue_resumes(u64 now)
+{
+	u32 cpu, nr_cpus = scx_bpf_nr_cpu_ids();
+	struct task_struct *p;
+
+	bpf_for(cpu, 0, nr_cpus) {
+		if (cpu >= RL_MAX_CPUS)
+			break;
+		if (!scx_bpf_dsq_nr_queued(RESUME_DSQ + cpu) || now - resume_ts[cpu] < RESUME_RESCUE_NS)
+			continue;
+		bpf_for_each(scx_dsq, p, RESUME_DSQ + cpu, 0) {
+			if (dsq_move(&___it, p, SCX_DSQ_LOCAL_ON | cpu, SCX_ENQ_HEAD)) {
+				__sync_fetch_and_add(&nr_resume_rescues, 1);
+				if (debug)
+					bpf_printk("scx-userland: resume pid %d on cpu %d from the timer", p->pid, cpu);
+			}
+			break;
+		}
+	}
+}
+
 static u64 last_cons_pos, last_dispatch_records, last_progress_ns;
 
 /* Every STALL_TICK_NS: enter fallback mode if user space stopped making progress. */
@@ -542,6 +593,7 @@ static int stall_tick(void *map, int *key, struct bpf_timer *timer)
 		if (debug)
 			bpf_printk("scx-userland: no progress from user space for %llu ns: fallback", now - last_progress_ns);
 	}
+	rescue_resumes(now);
 	if (fallback) {
 		/* Make every CPU go through ops.dispatch() and pick up what waits. */
 		bpf_for(cpu, 0, nr_cpus) {
@@ -742,7 +794,11 @@ void BPF_PROG(rl_enqueue, struct task_struct *p, u64 enq_flags)
 			resume_ts[cpu] = 0;
 			/* Ahead of a task displaced earlier that still waits here. */
 			enq_flags |= SCX_ENQ_HEAD;
-		} else {
+		} else if (!scx_bpf_dsq_nr_queued(RESUME_DSQ + cpu)) {
+			/*
+			 * Only a first one starts the clock: a task displaced later must not
+			 * push back the turn of one that already waits.
+			 */
 			resume_ts[cpu] = bpf_ktime_get_ns();
 		}
 		dsq_insert(p, RESUME_DSQ + cpu, slice, enq_flags);

@@ -439,3 +439,112 @@ fn a_kernel_exit_is_reported_through_ok_values_not_errors() {
         "a hotplug asks for a restart: {report}"
     );
 }
+
+/// The longest a spinner thread pinned to `cpu` went without running while `measure` was
+/// set, until `stop`.
+fn gap_spinner(
+    cpu: usize,
+    measure: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        set_affinity(cpu);
+        let (mut last, mut worst) = (common_rel::now_ns(), 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            let now = common_rel::now_ns();
+            if measure.load(Ordering::Relaxed) {
+                worst = worst.max(now - last);
+            }
+            last = now;
+        }
+        worst
+    })
+}
+
+/// A policy that sends every task back to the CPU it ran on, with eight spinners that may only
+/// use CPU 0. The scheduler runs on CPU 0 first, where each of its wake-ups with work
+/// displaces the spinner running there into BPF's resume queue for CPU 0, which only CPU 0
+/// serves, when its local queue runs dry. Then the scheduler may use CPU 1 too and wakes up
+/// there (CPU 1 has only a thread that sleeps 1 ms at a time): CPU 1 now carries out the
+/// decisions for CPU 0, whose local queue never runs dry. A spinner left in the resume queue
+/// would wait there until the kernel's watchdog ejected the scheduler; BPF's timer serves a
+/// resume queue left waiting, so every spinner keeps running.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn a_displaced_task_never_waits_behind_a_busy_local_queue() {
+    require_guest();
+    let kmsg = Kmsg::mark();
+    let (measure, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let spinners: Vec<_> = (0..8)
+        .map(|_| gap_spinner(0, measure.clone(), stop.clone()))
+        .collect();
+    let sleeper = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            set_affinity(1);
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    set_affinity(0);
+    let mut bpf = BpfScheduler::builder()
+        .name("resume_starve_test")
+        .timeout_ms(10_000)
+        .build()
+        .expect("attach");
+    // From now on (attaching itself may hold tasks up for a while under emulation).
+    measure.store(true, Ordering::Relaxed);
+
+    let t0 = Instant::now();
+    let (mut displaced_on_cpu0, mut seen) = (0, 0);
+    while t0.elapsed() < Duration::from_secs(5) && !bpf.exited() {
+        // This wake-up displaced a spinner on CPU 0 (it waits in the resume queue now).
+        let displaced = bpf.stats().nr_displaced_dispatches;
+        let just_displaced = displaced > seen;
+        seen = displaced;
+        while let Some(t) = bpf.dequeue_task().expect("dequeue") {
+            if !t.is_exiting() {
+                // Back where it ran.
+                bpf.dispatch_task(&DispatchedTask::new(&t))
+                    .expect("dispatch");
+            }
+        }
+        if displaced_on_cpu0 == 0 && just_displaced && t0.elapsed() > Duration::from_millis(500) {
+            // CPU 0 stays allowed: no migration, and CPU 0's queues are left as they are.
+            displaced_on_cpu0 = displaced;
+            common::pin_this_thread(&[0, 1]);
+        }
+        bpf.wait_for_tasks(Duration::from_millis(5))
+            .expect("wait_for_tasks");
+    }
+    measure.store(false, Ordering::Relaxed);
+    let stats = bpf.stats();
+    let report = bpf.shutdown_and_report().expect("report");
+    stop.store(true, Ordering::Relaxed);
+    let worst: Vec<f64> = spinners
+        .into_iter()
+        .map(|h| common_rel::ms(h.join().unwrap()))
+        .collect();
+    sleeper.join().unwrap();
+    println!(
+        "busy local queue: longest waits of the spinners on CPU 0 {worst:.1?} ms; \
+         {displaced_on_cpu0} displaced in the first 0.5 s, {} in all, {} rescued from a \
+         resume queue; {report}",
+        stats.nr_displaced_dispatches, stats.nr_resume_rescues
+    );
+    assert!(kmsg.stall_lines().is_empty(), "{:?}", kmsg.stall_lines());
+    assert!(
+        !report.kind.is_error(),
+        "the kernel ejected the scheduler: {report}"
+    );
+    assert!(displaced_on_cpu0 > 0, "no spinner was displaced on CPU 0");
+    let longest = worst.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        longest < 750.0,
+        "a spinner went {longest:.1} ms without running (all: {worst:.1?} ms)"
+    );
+}
