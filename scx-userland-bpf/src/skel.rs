@@ -856,6 +856,7 @@ mod imp {
             pub last_cpu: i32,
             pub __pad: u32,
             pub last_burst_ns: u64,
+            pub shared_ts: u64,
         }
         #[derive(Debug, Copy, Clone)]
         #[repr(C)]
@@ -4407,6 +4408,7 @@ mod imp {
             pub nr_mm_kthread_dispatches: u64,
             pub nr_untracked_dispatches: u64,
             pub nr_resume_rescues: u64,
+            pub nr_shared_rescues: u64,
             pub nr_pending_lost: u64,
             pub fallback: u64,
             pub nr_outstanding: i64,
@@ -4441,6 +4443,7 @@ mod imp {
         pub struct rodata {
             pub slice_ns_dfl: u64,
             pub stall_ns: u64,
+            pub shared_rescue_ns: u64,
             pub usersched_tgid: i32,
             pub usersched_pid: i32,
             pub full_user: bool,

@@ -41,6 +41,9 @@ const RESUME_MIN_SLICE_NS: u64 = 100_000;
 /// Woken tasks go before a displaced task on its CPU for at most this long.
 const RESUME_MAX_WAIT_NS: u64 = 1_000_000;
 const RESUME_RESCUE_NS: u64 = 10_000_000;
+/// `shared_rescue_ns` for the default `timeout_ms` (5 s): the lesser of 1 s and a quarter of it.
+const SHARED_RESCUE_NS: u64 = 1_000_000_000;
+const SHARED_RESCUE_SCAN: usize = 32;
 const DISPATCH_MAX_BATCH: usize = 32;
 const BATCH_MAX: usize = 16;
 /// `queued` ring: 4 MiB of 112-byte records with an 8-byte header each.
@@ -165,6 +168,8 @@ struct Task {
     last_burst: u64,
     /// The CPU it last ran on (-1: never).
     last_cpu: i32,
+    /// When a decision (or the stall guard) last put it in a shared queue; 0 once it runs.
+    shared_ts: u64,
     // Kernel.
     sum_exec: u64,
     dsq_vtime: u64,
@@ -229,6 +234,7 @@ struct Counters {
     nr_reenqueued: u64,
     nr_mm_kthread_dispatches: u64,
     nr_resume_rescues: u64,
+    nr_shared_rescues: u64,
     nr_outstanding: i64,
     fallback: bool,
 }
@@ -538,6 +544,7 @@ impl Simulator {
             run_slice: 0,
             last_burst: 0,
             last_cpu: -1,
+            shared_ts: 0,
             sum_exec: 0,
             dsq_vtime: 0,
             slice: 0,
@@ -820,6 +827,7 @@ impl Simulator {
         t.cpus_used |= 1u128 << cpu;
         if !kind.rt {
             t.last_cpu = cpu as i32;
+            t.shared_ts = 0;
             t.start_ts = now;
             t.run_slice = slice;
         }
@@ -1681,6 +1689,8 @@ impl Simulator {
                 let t = &mut self.tasks[tid];
                 t.state = St::Shared;
                 t.slice = slice;
+                // (BPF's clock is never 0.)
+                t.shared_ts = self.now.max(1);
             }
             if let Target::Vtime(_) = d.target() {
                 self.c.nr_vtime_dispatches += 1;
@@ -1768,6 +1778,7 @@ impl Simulator {
             let live = self.tasks[tid].queued && self.tasks[tid].seq == seq;
             if live && self.c.fallback {
                 if self.resolve(tid) {
+                    self.tasks[tid].shared_ts = self.now.max(1);
                     self.insert_fifo(tid, false);
                     self.kick_if_idle(self.tasks[tid].cpu, Some(ctx));
                     self.c.nr_fallback_dispatches += 1;
@@ -1811,6 +1822,45 @@ impl Simulator {
                 self.c.nr_resume_rescues += 1;
             }
         }
+        // `rescue_shared`: a task among the first SHARED_RESCUE_SCAN of a shared queue that
+        // has waited SHARED_RESCUE_NS goes to the head of its CPU's local queue, if it may
+        // run there.
+        for vtime in [false, true] {
+            let mut i = 0;
+            for _ in 0..SHARED_RESCUE_SCAN {
+                let len = if vtime {
+                    self.vtime_q.len()
+                } else {
+                    self.fifo.len()
+                };
+                if i >= len {
+                    break;
+                }
+                let tid = if vtime {
+                    self.vtime_q[i].1
+                } else {
+                    self.fifo[i]
+                };
+                let t = &self.tasks[tid];
+                let cpu = t.cpu;
+                if t.shared_ts == 0
+                    || now - t.shared_ts < SHARED_RESCUE_NS
+                    || !self.allowed(tid, cpu)
+                {
+                    i += 1;
+                    continue;
+                }
+                if vtime {
+                    self.vtime_q.remove(i);
+                } else {
+                    self.fifo.remove(i);
+                }
+                let slice = self.tasks[tid].slice;
+                self.tasks[tid].shared_ts = 0;
+                self.insert_local(cpu, tid, slice, SCX_ENQ_HEAD);
+                self.c.nr_shared_rescues += 1;
+            }
+        }
         if self.c.fallback {
             for cpu in 0..self.nr_cpus {
                 self.kick_if_idle(cpu, None);
@@ -1845,6 +1895,7 @@ impl Simulator {
             nr_reenqueued: c.nr_reenqueued,
             nr_mm_kthread_dispatches: c.nr_mm_kthread_dispatches,
             nr_resume_rescues: c.nr_resume_rescues,
+            nr_shared_rescues: c.nr_shared_rescues,
             nr_outstanding: c.nr_outstanding,
             fallback: c.fallback,
             ..Stats::default()

@@ -794,3 +794,35 @@ fn the_stall_timer_serves_a_resume_queue_its_cpu_never_looks_at() {
     assert!(r.stats.nr_resume_rescues > 0, "{r}");
     assert!(r.group("hog").max_starvation_ns < 100 * MS, "{r}");
 }
+
+/// A task in a shared queue is taken by whichever CPU calls `ops.dispatch`, but a task that
+/// may only use a CPU whose local queue never runs dry waits there for good: the stall timer
+/// moves a task that waited 1 s (with the default `timeout_ms`) to the head of its CPU's
+/// local queue. Two CPUs: six hogs that may only use CPU 0, each sent back there, a seventh
+/// sent to any CPU (the FIFO queue), and a ticker on CPU 1 whose wake-ups keep CPU 1
+/// carrying out the decisions for CPU 0. The seventh waits at most 1,015 ms (3 moves in
+/// 4 s); without the rule it waits for the rest of the run (3,964 ms).
+#[test]
+fn the_stall_timer_moves_a_task_no_cpu_takes_from_a_shared_queue() {
+    let mut hogs = hog("hog");
+    hogs.count = 6;
+    hogs.cpus = vec![0];
+    let mut odd = hog("odd");
+    odd.cpus = vec![0];
+    let mut tick = ticker("tick", 20, 1000);
+    tick.cpus = vec![1];
+    let s = scenario(2, 4000, vec![hogs, odd, tick]);
+    let r = simulate(
+        &s,
+        &mut Decide(|t: &QueuedTask| {
+            let mut d = Dispatch::new(t);
+            if t.comm_str() == "odd" {
+                d.cpu = RL_CPU_ANY;
+            }
+            Some(d)
+        }),
+    )
+    .unwrap();
+    assert!(r.stats.nr_shared_rescues > 0, "{r}");
+    assert!(r.task("odd").max_starvation_ns < 1100 * MS, "{r}");
+}

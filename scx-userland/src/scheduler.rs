@@ -169,7 +169,9 @@ impl BpfSchedulerBuilder {
 
     /// How long a runnable task may wait before the kernel's watchdog ejects the scheduler, in
     /// ms (1 to 30,000; default 5,000). The environment variable `SCX_TIMEOUT_MS`, when set,
-    /// overrides it (within the same bounds), as for every sched_ext scheduler.
+    /// overrides it (within the same bounds), as for every sched_ext scheduler. Before that, a
+    /// task that has waited in a shared queue for a quarter of it (20 ms to 1 s) is moved to the
+    /// head of its CPU's local queue by BPF ([`Stats::nr_shared_rescues`]).
     pub fn timeout_ms(mut self, ms: u32) -> Self {
         self.timeout_ms = ms;
         self
@@ -385,6 +387,10 @@ pub struct Stats {
     /// Displaced tasks BPF's timer moved to their CPU because that CPU did not look at its
     /// resume queue in time (its local queue never ran dry).
     pub nr_resume_rescues: u64,
+    /// Tasks BPF's timer moved from a shared queue to the head of their CPU's local queue
+    /// after they waited there for the lesser of 1 s and a quarter of `timeout_ms` (every CPU
+    /// they may use kept busy with tasks sent to it).
+    pub nr_shared_rescues: u64,
     /// Stall-guard entries evicted from its full queue while their task still waited (such a
     /// task is invisible to the guard until user space decides on it).
     pub nr_pending_lost: u64,
@@ -404,7 +410,7 @@ impl std::fmt::Display for Stats {
              failed_dispatches={} sched_congested={} queued_events={} exit_events={} \
              dispatch_records={} stalls={} fallback_dispatches={} direct_dispatches={} \
              displaced_dispatches={} reenqueued={} vtime_dispatches={} mm_kthread_dispatches={} \
-             untracked_dispatches={} resume_rescues={} pending_lost={} outstanding={} fallback={}",
+             untracked_dispatches={} resume_rescues={} shared_rescues={} pending_lost={} outstanding={} fallback={}",
             self.nr_online_cpus,
             self.nr_running,
             self.nr_queued,
@@ -427,6 +433,7 @@ impl std::fmt::Display for Stats {
             self.nr_mm_kthread_dispatches,
             self.nr_untracked_dispatches,
             self.nr_resume_rescues,
+            self.nr_shared_rescues,
             self.nr_pending_lost,
             self.nr_outstanding,
             u8::from(self.fallback)
@@ -976,6 +983,7 @@ impl<'a> BpfScheduler<'a> {
             nr_mm_kthread_dispatches: read!(nr_mm_kthread_dispatches),
             nr_untracked_dispatches: read!(nr_untracked_dispatches),
             nr_resume_rescues: read!(nr_resume_rescues),
+            nr_shared_rescues: read!(nr_shared_rescues),
             nr_pending_lost: read!(nr_pending_lost),
             // SAFETY: an aligned s64 of the live .bss mapping, updated concurrently by BPF,
             // read atomically.
@@ -1141,6 +1149,7 @@ fn load(
     rodata.debug = opts.debug;
     rodata.direct_idle = opts.direct_idle;
     rodata.stall_ns = u64::from(opts.stall_timeout_ms) * 1_000_000;
+    rodata.shared_rescue_ns = u64::from((opts.timeout_ms / 4).clamp(20, 1000)) * 1_000_000;
 
     open.maps
         .pending

@@ -95,6 +95,11 @@ pub struct Metrics {
         desc = "Displaced tasks the stall timer moved to their CPU because it did not look in time"
     )]
     pub nr_resume_rescues: u64,
+    /// Tasks BPF's timer moved from a shared queue to their CPU after a long wait.
+    #[stat(
+        desc = "Tasks the stall timer moved from a shared queue to their CPU after a long wait"
+    )]
+    pub nr_shared_rescues: u64,
     /// Stall-guard entries lost from its full queue.
     #[stat(desc = "Stall-guard entries evicted while their task still waited")]
     pub nr_pending_lost: u64,
@@ -137,6 +142,7 @@ impl From<Stats> for Metrics {
             nr_mm_kthread_dispatches: s.nr_mm_kthread_dispatches,
             nr_untracked_dispatches: s.nr_untracked_dispatches,
             nr_resume_rescues: s.nr_resume_rescues,
+            nr_shared_rescues: s.nr_shared_rescues,
             nr_pending_lost: s.nr_pending_lost,
             nr_outstanding: s.nr_outstanding,
             fallback: u64::from(s.fallback),

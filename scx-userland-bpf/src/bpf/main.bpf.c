@@ -197,6 +197,11 @@ const volatile bool debug;
 const volatile bool direct_idle;
 /* Outstanding work and no progress from user space for this long: fallback mode. */
 const volatile u64 stall_ns = 100ULL * 1000 * 1000;
+/*
+ * A task waiting in a shared queue this long is moved to its CPU by the stall
+ * timer (user space sets it below the kernel's watchdog timeout).
+ */
+const volatile u64 shared_rescue_ns = 1000ULL * 1000 * 1000;
 
 #define STALL_TICK_NS (20ULL * 1000 * 1000)
 
@@ -235,6 +240,8 @@ volatile u64 nr_mm_kthread_dispatches;
 volatile u64 nr_untracked_dispatches;
 /* Displaced tasks the stall timer moved to their CPU, whose ops.dispatch() never came. */
 volatile u64 nr_resume_rescues;
+/* Tasks the stall timer moved from a shared queue to a CPU after shared_rescue_ns. */
+volatile u64 nr_shared_rescues;
 /* Live stall-guard entries evicted from a full `pending` queue: invisible to the guard. */
 volatile u64 nr_pending_lost;
 volatile u64 fallback;
@@ -322,6 +329,8 @@ struct task_ctx {
 	s32 last_cpu;
 	u32 __pad;
 	u64 last_burst_ns;
+	/* When a decision (or BPF) last put it in a shared queue; 0 once it runs. */
+	u64 shared_ts;
 };
 
 /* A task handed to user space, as remembered for the stall guard. */
@@ -530,6 +539,7 @@ static __always_inline void run_pending(void)
 		live = tctx && tctx->queued && tctx->seq == e.seq;
 		if (live && fallback) {
 			if (resolve(tctx)) {
+				tctx->shared_ts = bpf_ktime_get_ns();
 				dsq_insert(p, SHARED_DSQ, slice_ns_dfl, 0);
 				kick_if_idle(scx_bpf_task_cpu(p));
 				__sync_fetch_and_add(&nr_fallback_dispatches, 1);
@@ -572,6 +582,39 @@ static __always_inline void rescue_resumes(u64 now)
 	}
 }
 
+/*
+ * A shared queue is served by whichever CPU calls ops.dispatch(), but a task that
+ * may only use CPUs whose local queues never run dry waits there for good. From
+ * the stall timer: a task among the first SHARED_RESCUE_SCAN of @dsq_id that has
+ * waited shared_rescue_ns moves to the head of its CPU's local queue, if it may
+ * run there.
+ */
+#define SHARED_RESCUE_SCAN 32
+static __always_inline void rescue_shared(u64 dsq_id, u64 now)
+{
+	struct task_struct *p;
+	struct task_ctx *tctx;
+	s32 cpu;
+	int n = 0;
+
+	bpf_for_each(scx_dsq, p, dsq_id, 0) {
+		if (++n > SHARED_RESCUE_SCAN)
+			break;
+		tctx = lookup_task_ctx(p);
+		if (!tctx || !tctx->shared_ts || now - tctx->shared_ts < shared_rescue_ns)
+			continue;
+		cpu = scx_bpf_task_cpu(p);
+		if (cpu < 0 || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (dsq_move(&___it, p, SCX_DSQ_LOCAL_ON | cpu, SCX_ENQ_HEAD)) {
+			tctx->shared_ts = 0;
+			__sync_fetch_and_add(&nr_shared_rescues, 1);
+			if (debug)
+				bpf_printk("scx-userland: pid %d waited in a shared queue: to cpu %d", p->pid, cpu);
+		}
+	}
+}
+
 static u64 last_cons_pos, last_dispatch_records, last_progress_ns;
 
 /* Every STALL_TICK_NS: enter fallback mode if user space stopped making progress. */
@@ -594,6 +637,8 @@ static int stall_tick(void *map, int *key, struct bpf_timer *timer)
 			bpf_printk("scx-userland: no progress from user space for %llu ns: fallback", now - last_progress_ns);
 	}
 	rescue_resumes(now);
+	rescue_shared(SHARED_DSQ, now);
+	rescue_shared(SHARED_VTIME_DSQ, now);
 	if (fallback) {
 		/* Make every CPU go through ops.dispatch() and pick up what waits. */
 		bpf_for(cpu, 0, nr_cpus) {
@@ -925,6 +970,7 @@ static __always_inline int dispatch_one(const struct dispatched_task_ctx *d)
 		dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags);
 		kick_if_idle(cpu);
 	} else {
+		tctx->shared_ts = bpf_ktime_get_ns();
 		if ((flags & RL_DF_VTIME) || d->vtime) {
 			dsq_insert_vtime(p, SHARED_VTIME_DSQ, slice, d->vtime, 0);
 			__sync_fetch_and_add(&nr_vtime_dispatches, 1);
@@ -1102,6 +1148,7 @@ void BPF_PROG(rl_running, struct task_struct *p)
 	}
 	if (tctx) {
 		tctx->start_ts = now;
+		tctx->shared_ts = 0;
 		tctx->run_slice = p->scx.slice;
 		tctx->last_cpu = cpu;
 	}

@@ -440,15 +440,17 @@ fn a_kernel_exit_is_reported_through_ok_values_not_errors() {
     );
 }
 
-/// The longest a spinner thread pinned to `cpu` went without running while `measure` was
-/// set, until `stop`.
+/// A spinner thread pinned to `cpu`, and its thread id: it returns the longest it went
+/// without running while `measure` was set, once `stop` is.
 fn gap_spinner(
     cpu: usize,
     measure: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<u64> {
-    thread::spawn(move || {
+) -> (i32, thread::JoinHandle<u64>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = thread::spawn(move || {
         set_affinity(cpu);
+        tx.send(gettid()).expect("send the thread id");
         let (mut last, mut worst) = (common_rel::now_ns(), 0u64);
         while !stop.load(Ordering::Relaxed) {
             let now = common_rel::now_ns();
@@ -458,7 +460,8 @@ fn gap_spinner(
             last = now;
         }
         worst
-    })
+    });
+    (rx.recv().expect("the spinner's thread id"), handle)
 }
 
 /// A policy that sends every task back to the CPU it ran on, with eight spinners that may only
@@ -479,7 +482,7 @@ fn a_displaced_task_never_waits_behind_a_busy_local_queue() {
         Arc::new(AtomicBool::new(false)),
     );
     let spinners: Vec<_> = (0..8)
-        .map(|_| gap_spinner(0, measure.clone(), stop.clone()))
+        .map(|_| gap_spinner(0, measure.clone(), stop.clone()).1)
         .collect();
     let sleeper = {
         let stop = stop.clone();
@@ -547,4 +550,84 @@ fn a_displaced_task_never_waits_behind_a_busy_local_queue() {
         longest < 750.0,
         "a spinner went {longest:.1} ms without running (all: {worst:.1?} ms)"
     );
+}
+
+/// A policy that sends every task back to the CPU it ran on, except one spinner, which it
+/// sends to any CPU (the shared queue), though it may only use CPU 0. Seven spinners share
+/// CPU 0; the scheduler and a thread that sleeps 1 ms at a time are on CPU 1, which carries
+/// out the decisions for CPU 0, so CPU 0's local queue never runs dry and CPU 0 never takes
+/// from the shared queue. BPF's timer moves a task that waited there for the lesser of 1 s
+/// and a quarter of `timeout_ms` to the head of its CPU's local queue: the spinner keeps
+/// running, and the kernel's watchdog never ejects the scheduler.
+#[test]
+#[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
+fn a_task_no_cpu_takes_from_the_shared_queue_is_moved_to_its_cpu() {
+    require_guest();
+    let kmsg = Kmsg::mark();
+    let (measure, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (odd, odd_spinner) = gap_spinner(0, measure.clone(), stop.clone());
+    let others: Vec<_> = (0..6)
+        .map(|_| gap_spinner(0, measure.clone(), stop.clone()).1)
+        .collect();
+    let sleeper = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            set_affinity(1);
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    set_affinity(1);
+    let mut bpf = BpfScheduler::builder()
+        .name("shared_starve_test")
+        .timeout_ms(8_000)
+        .build()
+        .expect("attach");
+    measure.store(true, Ordering::Relaxed);
+
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(6) && !bpf.exited() {
+        while let Some(t) = bpf.dequeue_task().expect("dequeue") {
+            if !t.is_exiting() {
+                let mut d = DispatchedTask::new(&t);
+                if t.pid == odd {
+                    d.cpu = RL_CPU_ANY;
+                }
+                bpf.dispatch_task(&d).expect("dispatch");
+            }
+        }
+        bpf.wait_for_tasks(Duration::from_millis(5))
+            .expect("wait_for_tasks");
+    }
+    measure.store(false, Ordering::Relaxed);
+    let stats = bpf.stats();
+    let report = bpf.shutdown_and_report().expect("report");
+    stop.store(true, Ordering::Relaxed);
+    let odd_worst = common_rel::ms(odd_spinner.join().unwrap());
+    let worst: Vec<f64> = others
+        .into_iter()
+        .map(|h| common_rel::ms(h.join().unwrap()))
+        .collect();
+    sleeper.join().unwrap();
+    println!(
+        "shared queue: longest wait of the spinner sent to any CPU {odd_worst:.1} ms, of the \
+         others {worst:.1?} ms; {} moved from a shared queue; {report}",
+        stats.nr_shared_rescues
+    );
+    assert!(kmsg.stall_lines().is_empty(), "{:?}", kmsg.stall_lines());
+    assert!(
+        !report.kind.is_error(),
+        "the kernel ejected the scheduler: {report}"
+    );
+    // A move comes after 1 s in the queue (8 s / 4, at most 1 s), checked every 20 ms; a
+    // move can be undone when a higher class takes CPU 0 (it goes through the policy again).
+    assert!(
+        odd_worst < 3000.0,
+        "the spinner in the shared queue went {odd_worst:.1} ms without running"
+    );
+    assert!(stats.nr_shared_rescues > 0, "{stats}");
 }
