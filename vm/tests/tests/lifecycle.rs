@@ -440,28 +440,93 @@ fn a_kernel_exit_is_reported_through_ok_values_not_errors() {
     );
 }
 
-/// A spinner thread pinned to `cpu`, and its thread id: it returns the longest it went
-/// without running while `measure` was set, once `stop` is.
-fn gap_spinner(
-    cpu: usize,
+/// Spinner threads that may only use CPU 0, each noting the longest it went without running
+/// while measuring, and a thread on CPU 1 that sleeps 1 ms at a time: its wake-ups make
+/// CPU 1 pass through `ops.dispatch` and carry out the decisions made for CPU 0.
+struct Crowd {
+    kmsg: Kmsg,
     measure: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-) -> (i32, thread::JoinHandle<u64>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = thread::spawn(move || {
-        set_affinity(cpu);
-        tx.send(gettid()).expect("send the thread id");
-        let (mut last, mut worst) = (common_rel::now_ns(), 0u64);
-        while !stop.load(Ordering::Relaxed) {
-            let now = common_rel::now_ns();
-            if measure.load(Ordering::Relaxed) {
-                worst = worst.max(now - last);
-            }
-            last = now;
+    spinners: Vec<(i32, thread::JoinHandle<u64>)>,
+    sleeper: thread::JoinHandle<()>,
+}
+
+impl Crowd {
+    fn start(nr_spinners: usize) -> Crowd {
+        let (measure, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let spinners = (0..nr_spinners)
+            .map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (measure, stop) = (measure.clone(), stop.clone());
+                let handle = thread::spawn(move || {
+                    set_affinity(0);
+                    tx.send(gettid()).expect("send the thread id");
+                    let (mut last, mut worst) = (common_rel::now_ns(), 0u64);
+                    while !stop.load(Ordering::Relaxed) {
+                        let now = common_rel::now_ns();
+                        if measure.load(Ordering::Relaxed) {
+                            worst = worst.max(now - last);
+                        }
+                        last = now;
+                    }
+                    worst
+                });
+                (rx.recv().expect("the spinner's thread id"), handle)
+            })
+            .collect();
+        let sleeper = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                set_affinity(1);
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        Crowd {
+            kmsg: Kmsg::mark(),
+            measure,
+            stop,
+            spinners,
+            sleeper,
         }
-        worst
-    });
-    (rx.recv().expect("the spinner's thread id"), handle)
+    }
+
+    /// Thread id of spinner `i`.
+    fn tid(&self, i: usize) -> i32 {
+        self.spinners[i].0
+    }
+
+    /// Start noting gaps (attaching itself may hold tasks up for a while under emulation).
+    fn measure(&self) {
+        self.measure.store(true, Ordering::Relaxed);
+    }
+
+    /// Stop noting gaps, detach `bpf` (asserting the kernel reported no stall and did not
+    /// eject it), and return each spinner's longest gap (ms), with the counters.
+    fn finish(self, bpf: BpfScheduler) -> (Vec<f64>, scx_userland::Stats) {
+        self.measure.store(false, Ordering::Relaxed);
+        let stats = bpf.stats();
+        let report = bpf.shutdown_and_report().expect("report");
+        self.stop.store(true, Ordering::Relaxed);
+        let worst = self
+            .spinners
+            .into_iter()
+            .map(|(_, h)| common_rel::ms(h.join().unwrap()))
+            .collect();
+        self.sleeper.join().unwrap();
+        println!("{report}");
+        let stalls = self.kmsg.stall_lines();
+        assert!(stalls.is_empty(), "{stalls:?}");
+        assert!(
+            !report.kind.is_error(),
+            "the kernel ejected the scheduler: {report}"
+        );
+        (worst, stats)
+    }
 }
 
 /// A policy that sends every task back to the CPU it ran on, with eight spinners that may only
@@ -476,31 +541,14 @@ fn gap_spinner(
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
 fn a_displaced_task_never_waits_behind_a_busy_local_queue() {
     require_guest();
-    let kmsg = Kmsg::mark();
-    let (measure, stop) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let spinners: Vec<_> = (0..8)
-        .map(|_| gap_spinner(0, measure.clone(), stop.clone()).1)
-        .collect();
-    let sleeper = {
-        let stop = stop.clone();
-        thread::spawn(move || {
-            set_affinity(1);
-            while !stop.load(Ordering::Relaxed) {
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let crowd = Crowd::start(8);
     set_affinity(0);
     let mut bpf = BpfScheduler::builder()
         .name("resume_starve_test")
         .timeout_ms(10_000)
         .build()
         .expect("attach");
-    // From now on (attaching itself may hold tasks up for a while under emulation).
-    measure.store(true, Ordering::Relaxed);
+    crowd.measure();
 
     let t0 = Instant::now();
     let (mut displaced_on_cpu0, mut seen) = (0, 0);
@@ -524,25 +572,12 @@ fn a_displaced_task_never_waits_behind_a_busy_local_queue() {
         bpf.wait_for_tasks(Duration::from_millis(5))
             .expect("wait_for_tasks");
     }
-    measure.store(false, Ordering::Relaxed);
-    let stats = bpf.stats();
-    let report = bpf.shutdown_and_report().expect("report");
-    stop.store(true, Ordering::Relaxed);
-    let worst: Vec<f64> = spinners
-        .into_iter()
-        .map(|h| common_rel::ms(h.join().unwrap()))
-        .collect();
-    sleeper.join().unwrap();
+    let (worst, stats) = crowd.finish(bpf);
     println!(
         "busy local queue: longest waits of the spinners on CPU 0 {worst:.1?} ms; \
          {displaced_on_cpu0} displaced in the first 0.5 s, {} in all, {} rescued from a \
-         resume queue; {report}",
+         resume queue",
         stats.nr_displaced_dispatches, stats.nr_resume_rescues
-    );
-    assert!(kmsg.stall_lines().is_empty(), "{:?}", kmsg.stall_lines());
-    assert!(
-        !report.kind.is_error(),
-        "the kernel ejected the scheduler: {report}"
     );
     assert!(displaced_on_cpu0 > 0, "no spinner was displaced on CPU 0");
     let longest = worst.iter().cloned().fold(0.0, f64::max);
@@ -563,31 +598,16 @@ fn a_displaced_task_never_waits_behind_a_busy_local_queue() {
 #[ignore = "needs the sched_ext VM: cargo xtask vm-test"]
 fn a_task_no_cpu_takes_from_the_shared_queue_is_moved_to_its_cpu() {
     require_guest();
-    let kmsg = Kmsg::mark();
-    let (measure, stop) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (odd, odd_spinner) = gap_spinner(0, measure.clone(), stop.clone());
-    let others: Vec<_> = (0..6)
-        .map(|_| gap_spinner(0, measure.clone(), stop.clone()).1)
-        .collect();
-    let sleeper = {
-        let stop = stop.clone();
-        thread::spawn(move || {
-            set_affinity(1);
-            while !stop.load(Ordering::Relaxed) {
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    // Spinner 0 is sent to any CPU, the others back to CPU 0.
+    let crowd = Crowd::start(7);
+    let odd = crowd.tid(0);
     set_affinity(1);
     let mut bpf = BpfScheduler::builder()
         .name("shared_starve_test")
         .timeout_ms(8_000)
         .build()
         .expect("attach");
-    measure.store(true, Ordering::Relaxed);
+    crowd.measure();
 
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(6) && !bpf.exited() {
@@ -603,25 +623,13 @@ fn a_task_no_cpu_takes_from_the_shared_queue_is_moved_to_its_cpu() {
         bpf.wait_for_tasks(Duration::from_millis(5))
             .expect("wait_for_tasks");
     }
-    measure.store(false, Ordering::Relaxed);
-    let stats = bpf.stats();
-    let report = bpf.shutdown_and_report().expect("report");
-    stop.store(true, Ordering::Relaxed);
-    let odd_worst = common_rel::ms(odd_spinner.join().unwrap());
-    let worst: Vec<f64> = others
-        .into_iter()
-        .map(|h| common_rel::ms(h.join().unwrap()))
-        .collect();
-    sleeper.join().unwrap();
+    let (worst, stats) = crowd.finish(bpf);
+    let odd_worst = worst[0];
     println!(
         "shared queue: longest wait of the spinner sent to any CPU {odd_worst:.1} ms, of the \
-         others {worst:.1?} ms; {} moved from a shared queue; {report}",
+         others {:.1?} ms; {} moved from a shared queue",
+        &worst[1..],
         stats.nr_shared_rescues
-    );
-    assert!(kmsg.stall_lines().is_empty(), "{:?}", kmsg.stall_lines());
-    assert!(
-        !report.kind.is_error(),
-        "the kernel ejected the scheduler: {report}"
     );
     // A move comes after 1 s in the queue (8 s / 4, at most 1 s), checked every 20 ms; a
     // move can be undone when a higher class takes CPU 0 (it goes through the policy again).
