@@ -40,9 +40,11 @@ const FIFO_HEAD_MAX_NS: u64 = 20_000_000;
 const RESUME_MIN_SLICE_NS: u64 = 100_000;
 /// Woken tasks go before a displaced task on its CPU for at most this long.
 const RESUME_MAX_WAIT_NS: u64 = 1_000_000;
+/// A resume queue left this long past its turn is served by the stall tick.
 const RESUME_RESCUE_NS: u64 = 10_000_000;
 /// `shared_rescue_ns` for the default `timeout_ms` (5 s): the lesser of 1 s and a quarter of it.
 const SHARED_RESCUE_NS: u64 = 1_000_000_000;
+/// How many tasks of each shared queue the stall tick looks at.
 const SHARED_RESCUE_SCAN: usize = 32;
 const DISPATCH_MAX_BATCH: usize = 32;
 const BATCH_MAX: usize = 16;
@@ -1828,25 +1830,14 @@ impl Simulator {
         for vtime in [false, true] {
             let mut i = 0;
             for _ in 0..SHARED_RESCUE_SCAN {
-                let len = if vtime {
-                    self.vtime_q.len()
+                let entry = if vtime {
+                    self.vtime_q.get(i).map(|&(_, t)| t)
                 } else {
-                    self.fifo.len()
+                    self.fifo.get(i).copied()
                 };
-                if i >= len {
-                    break;
-                }
-                let tid = if vtime {
-                    self.vtime_q[i].1
-                } else {
-                    self.fifo[i]
-                };
-                let t = &self.tasks[tid];
-                let cpu = t.cpu;
-                if t.shared_ts == 0
-                    || now - t.shared_ts < SHARED_RESCUE_NS
-                    || !self.allowed(tid, cpu)
-                {
+                let Some(tid) = entry else { break };
+                let (cpu, since) = (self.tasks[tid].cpu, self.tasks[tid].shared_ts);
+                if since == 0 || now - since < SHARED_RESCUE_NS || !self.allowed(tid, cpu) {
                     i += 1;
                     continue;
                 }
